@@ -1,0 +1,282 @@
+"""One trial: model + method + data -> HF Trainer -> evaluation -> metrics, recorded in MLflow.
+
+`run_trial(cfg)` is a plain function: `ftsweep train` calls it directly, Ray Tune calls it
+from the sweep's trainable, and tests call it on a tiny model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ftsweep.config import Config
+from ftsweep.tracking import TrialRun, run_params
+
+Reporter = Callable[[dict], None]
+
+
+class TrialDiverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class TrialResult:
+    trial_id: str
+    run_id: str
+    status: str  # FINISHED or FAILED, as in MLflow
+    stop_reason: str  # completed, already_recorded, diverged, oom, failed
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def trial_id_for(cfg: Config) -> str:
+    """Stable id from what defines the trial: the same config always gives the same id."""
+    identity = {"sweep": cfg.sweep.name, **run_params(cfg)}
+    digest = hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return f"{cfg.method.name}-{digest}"
+
+
+def run_name_for(cfg: Config) -> str:
+    m = cfg.method
+    parts = [m.name]
+    if m.is_lora:
+        targets = m.target_modules if isinstance(m.target_modules, str) else "+".join(m.target_modules)
+        parts += [f"r{m.lora_r}", f"a{m.lora_alpha:g}", targets]
+    elif m.zero_stage:
+        parts.append(f"zero{m.zero_stage}{'-offload' if m.offload else ''}")
+    parts += [f"lr{m.learning_rate:.0e}", f"s{cfg.train.seed}"]
+    return " ".join(parts)
+
+
+def stop_reason_for(exc: BaseException) -> str:
+    import torch
+
+    if isinstance(exc, TrialDiverged):
+        return "diverged"
+    if isinstance(exc, MemoryError | torch.OutOfMemoryError):
+        return "oom"
+    return "failed"
+
+
+class PeakMemory:
+    """Samples the process's resident memory (and CUDA's allocator peak) while training runs."""
+
+    def __init__(self, interval_s: float = 0.2):
+        import psutil
+
+        self._process = psutil.Process()
+        self._interval = interval_s
+        self._stop = threading.Event()
+        self.peak_bytes = self._process.memory_info().rss
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.peak_bytes = max(self.peak_bytes, self._process.memory_info().rss)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_bytes = max(self.peak_bytes, self._process.memory_info().rss)
+
+    @property
+    def peak_gb(self) -> float:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.max_memory_allocated() / 1e9
+        return self.peak_bytes / 1e9
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ensure_single_process_distributed_env() -> None:
+    # DeepSpeed in a plain process (no launcher) otherwise falls back to MPI discovery.
+    os.environ.setdefault("RANK", "0")
+    os.environ.setdefault("LOCAL_RANK", "0")
+    os.environ.setdefault("WORLD_SIZE", "1")
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", str(_free_port()))
+
+
+def _make_callback(run: TrialRun, report: Reporter | None, counter):
+    from transformers import TrainerCallback
+
+    class ProgressCallback(TrainerCallback):
+        """Logs the train loss by step, reports it to the scheduler, and stops on divergence."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            loss = (logs or {}).get("loss")
+            if loss is None:
+                return
+            if not math.isfinite(loss):
+                raise TrialDiverged(f"train loss became {loss} at step {state.global_step}")
+            run.log_metrics({"train_loss": loss}, step=state.global_step)
+            if report is not None:
+                report({"train_loss": loss, "step": state.global_step, "tokens": counter.tokens})
+
+    return ProgressCallback()
+
+
+class _CountingCollator:
+    """Pads batches and counts the real (non-padding) tokens trained on."""
+
+    def __init__(self, collate):
+        self.collate = collate
+        self.tokens = 0
+
+    def __call__(self, batch):
+        out = self.collate(batch)
+        self.tokens += int(out["attention_mask"].sum())
+        return out
+
+
+def _training_arguments(cfg: Config, output_dir: str, show_progress: bool):
+    import torch
+    from transformers import TrainingArguments
+
+    from ftsweep.methods import deepspeed_config
+
+    ds = deepspeed_config(cfg.method)
+    if ds is not None:
+        ensure_single_process_distributed_env()
+    return TrainingArguments(
+        output_dir=output_dir,
+        max_steps=cfg.train.max_steps,
+        per_device_train_batch_size=cfg.train.batch_size,
+        per_device_eval_batch_size=cfg.train.eval_batch_size,
+        gradient_accumulation_steps=cfg.train.grad_accum,
+        learning_rate=cfg.method.learning_rate,
+        weight_decay=cfg.method.weight_decay,
+        warmup_steps=int(cfg.method.warmup_ratio * cfg.train.max_steps),
+        lr_scheduler_type="linear",
+        logging_steps=cfg.train.log_every,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to="none",
+        seed=cfg.train.seed,
+        data_seed=cfg.data.seed,
+        bf16=cfg.train.precision == "bf16",
+        fp16=cfg.train.precision == "fp16",
+        use_cpu=not torch.cuda.is_available(),
+        deepspeed=ds,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        disable_tqdm=not show_progress,
+    )
+
+
+def run_trial(
+    cfg: Config,
+    trial_id: str | None = None,
+    report: Reporter | None = None,
+    invocation_id: str = "train",
+    show_progress: bool = False,
+) -> TrialResult:
+    """Train, evaluate and record one configuration. Raises after recording a failure."""
+    trial_id = trial_id or trial_id_for(cfg)
+    run = TrialRun(cfg, trial_id, run_name_for(cfg), invocation_id)
+    if run.already_finished:
+        return TrialResult(trial_id, run.run_id, "FINISHED", "already_recorded", run.recorded_metrics())
+    try:
+        metrics = _train_and_evaluate(cfg, run, report, show_progress)
+    except BaseException as exc:
+        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else stop_reason_for(exc)
+        run.finish("KILLED" if reason == "interrupted" else "FAILED", reason, f"{type(exc).__name__}: {exc}")
+        raise
+    run.finish("FINISHED", "completed")
+    return TrialResult(trial_id, run.run_id, "FINISHED", "completed", metrics)
+
+
+def _train_and_evaluate(cfg: Config, run: TrialRun, report: Reporter | None, show_progress: bool) -> dict:
+    import torch
+    from transformers import AutoTokenizer, Trainer, set_seed
+
+    from ftsweep.cost import run_cost_usd
+    from ftsweep.data import PadCollator, TokenizedDataset
+    from ftsweep.evaluate import task_quality
+    from ftsweep.methods import apply_method, count_parameters, folder_size_mb, load_base_model
+    from ftsweep.models import resolve_model_path
+    from ftsweep.tasks import get_task
+
+    started = time.perf_counter()
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    set_seed(cfg.train.seed)
+
+    path = resolve_model_path(cfg.model.name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    task = get_task(cfg.data.task)
+    train_examples, eval_examples = task.split(cfg.data.num_train, cfg.data.num_eval, cfg.data.seed)
+    train_set = TokenizedDataset(tokenizer, train_examples, cfg.train.seq_len)
+    eval_set = TokenizedDataset(tokenizer, eval_examples, cfg.train.seq_len)
+    collator = _CountingCollator(PadCollator(tokenizer.pad_token_id))
+
+    with tempfile.TemporaryDirectory(prefix="ftsweep-trial-") as workdir, PeakMemory() as memory:
+        model = apply_method(load_base_model(cfg, path), cfg.method)
+        trainable, _total = count_parameters(model)
+        args = _training_arguments(cfg, workdir, show_progress)
+        trainer = Trainer(
+            model=model,
+            args=args,
+            train_dataset=train_set,
+            eval_dataset=eval_set,
+            data_collator=collator,
+            callbacks=[_make_callback(run, report, collator)],
+        )
+        # The Trainer's own runtime excludes engine set-up (DeepSpeed builds ops on first use),
+        # so tokens/s measures training itself; wall_time_s below counts everything.
+        train_time = trainer.train().metrics["train_runtime"]
+        tokens_trained = collator.tokens
+
+        eval_loss = trainer.evaluate()["eval_loss"]
+        artifact_dir = Path(workdir) / "artifact"
+        trainer.save_model(str(artifact_dir))
+        artifact_mb = folder_size_mb(artifact_dir)
+        eval_model = trainer.model
+        if cfg.method.zero_stage == 3:
+            # ZeRO-3 keeps weights partitioned; generate from the gathered checkpoint it saved.
+            from transformers import AutoModelForCausalLM
+
+            eval_model = AutoModelForCausalLM.from_pretrained(artifact_dir)
+        quality = task_quality(
+            eval_model, tokenizer, task, eval_examples, cfg.train.eval_batch_size, cfg.train.max_new_tokens
+        )
+        if cfg.method.is_lora:
+            run.log_artifacts(artifact_dir, "adapter")
+
+    wall_time_s = time.perf_counter() - started
+    metrics = {
+        "quality": quality,
+        "eval_loss": eval_loss,
+        "wall_time_s": wall_time_s,
+        "train_time_s": train_time,
+        "tokens_trained": tokens_trained,
+        "tokens_per_s": tokens_trained / train_time if train_time > 0 else 0.0,
+        "peak_mem_gb": memory.peak_gb,
+        "trainable_params": trainable,
+        "artifact_mb": artifact_mb,
+        "cost_usd": run_cost_usd(wall_time_s, cfg.hardware),
+    }
+    run.log_metrics(metrics, step=cfg.train.max_steps)
+    if report is not None:
+        report({**metrics, "step": cfg.train.max_steps, "tokens": tokens_trained, "done": True})
+    return metrics
