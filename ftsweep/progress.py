@@ -1,0 +1,119 @@
+"""The live progress display of a sweep: a table of trials in a terminal, lines in a log.
+
+Ray pickles a sweep's callbacks with its state and unpickles them on resume, so the callback
+holds nothing itself: it forwards events to whichever display is open in this process.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ray import tune
+
+_current: SweepProgress | None = None
+
+
+class SweepProgress:
+    def __init__(self, specs, console=None, resumed_from: int = 0):
+        from rich.console import Console
+
+        self.console = console or Console()
+        self.rows = {s.trial_id: {"name": s.run_name, "status": "PENDING"} for s in specs}
+        self.started = time.monotonic()
+        self.interrupted = False
+        self._live = None
+        if resumed_from:
+            self.note(f"{resumed_from} run(s) left RUNNING by an earlier sweep were marked KILLED")
+
+    # -- display ---------------------------------------------------------------------------
+    def note(self, message: str) -> None:
+        self.console.print(f"[dim]{message}[/dim]")
+
+    def _table(self):
+        from rich.table import Table
+
+        done = sum(r["status"] in ("DONE", "ERROR", "RECORDED") for r in self.rows.values())
+        elapsed = time.monotonic() - self.started
+        table = Table(title=f"ftsweep: {done}/{len(self.rows)} trials, {elapsed:,.0f} s", title_justify="left")
+        for column in ("trial", "run", "status", "step", "train loss", "quality", "wall s"):
+            table.add_column(column, justify="right" if column in ("step", "train loss", "quality", "wall s") else "left")
+        for trial_id, row in self.rows.items():
+            table.add_row(
+                trial_id,
+                row["name"],
+                row["status"],
+                _fmt(row.get("step"), "{:.0f}"),
+                _fmt(row.get("train_loss"), "{:.3f}"),
+                _fmt(row.get("quality"), "{:.3f}"),
+                _fmt(row.get("wall_time_s"), "{:.0f}"),
+            )
+        return table
+
+    def update(self, trial_id: str, **fields) -> None:
+        row = self.rows.setdefault(trial_id, {"name": trial_id, "status": "PENDING"})
+        before = row["status"]
+        row.update({k: v for k, v in fields.items() if v is not None})
+        if self._live is not None:
+            self._live.update(self._table())
+        elif row["status"] != before:
+            # Not a terminal: one line per change of state, readable in a CI log.
+            extra = ""
+            if row["status"] in ("DONE", "RECORDED") and row.get("quality") is not None:
+                extra = f" quality={row['quality']:.3f} wall={row.get('wall_time_s', 0):.0f}s"
+            self.console.print(f"[{time.monotonic() - self.started:6.0f}s] {trial_id} ({row['name']}): {row['status']}{extra}")
+
+    def __enter__(self) -> SweepProgress:
+        global _current
+        _current = self
+        if self.console.is_terminal:
+            from rich.live import Live
+
+            self._live = Live(self._table(), console=self.console, refresh_per_second=2)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        global _current
+        if exc_type is KeyboardInterrupt:
+            self.interrupted = True
+        if self._live is not None:
+            self._live.__exit__(exc_type, exc, tb)
+            self._live = None
+        _current = None
+
+
+def _fmt(value, pattern: str) -> str:
+    return "" if value is None else pattern.format(value)
+
+
+def _trial_id(trial) -> str:
+    return trial.config["trial"]["trial_id"]
+
+
+class ProgressCallback(tune.Callback):
+    """Forwards Ray Tune's trial events to the open display."""
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        if _current:
+            _current.update(_trial_id(trial), status="RUNNING")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if _current:
+            recorded = result.get("already_recorded")
+            _current.update(
+                _trial_id(trial),
+                status="RECORDED" if recorded else "RUNNING",
+                step=result.get("step"),
+                train_loss=result.get("train_loss"),
+                quality=result.get("quality"),
+                wall_time_s=result.get("wall_time_s"),
+            )
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        if _current:
+            row = _current.rows.get(_trial_id(trial), {})
+            _current.update(_trial_id(trial), status="RECORDED" if row.get("status") == "RECORDED" else "DONE")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        if _current:
+            _current.update(_trial_id(trial), status="ERROR")

@@ -1,0 +1,78 @@
+"""A sweep's search space -> the list of trial configs it asks for.
+
+Each entry of `sweep.space` is one method's sub-space, so knobs exist only where they mean
+something (rank and alpha for LoRA-type methods, ZeRO stage for full fine-tuning). In `params`,
+a list is a grid axis and a scalar is fixed; an explicit module list is one value, so it is
+written inside an axis: `target_modules: [[q_proj, v_proj]]`. `lora_alpha_ratio: k` ties alpha
+to rank (alpha = k x r) so "alpha = 2 x rank" can be put to the test.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from ftsweep.config import CONF_DIR, Config, ConfigError, MethodConfig, SearchSubspace, validate
+
+PSEUDO_PARAMS = ("lora_alpha_ratio",)
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    trial_id: str
+    run_name: str
+    config: Config
+
+
+def method_defaults(name: str) -> dict[str, Any]:
+    return OmegaConf.to_container(OmegaConf.load(CONF_DIR / "method" / f"{name}.yaml"))
+
+
+def _axes(params: dict[str, Any]) -> list[dict[str, Any]]:
+    """The grid of one sub-space: every combination of its list-valued params."""
+    keys = list(params)
+    values = [v if isinstance(v, list) else [v] for v in params.values()]
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*values)]
+
+
+def _method_config(sub: SearchSubspace, point: dict[str, Any], where: str) -> dict[str, Any]:
+    allowed = set(MethodConfig.model_fields) | set(PSEUDO_PARAMS)
+    for key in point:
+        if key not in allowed:
+            raise ConfigError(
+                f"{where}.params.{key}: unknown knob for method {sub.method} "
+                f"(allowed: {', '.join(sorted(allowed - {'name'}))})"
+            )
+    method = method_defaults(sub.method) | {k: v for k, v in point.items() if k not in PSEUDO_PARAMS}
+    ratio = point.get("lora_alpha_ratio")
+    if ratio is not None:
+        if sub.method == "full":
+            raise ConfigError(f"{where}.params.lora_alpha_ratio: applies to lora/qlora only, not full")
+        method["lora_alpha"] = ratio * method["lora_r"]
+    return method
+
+
+def expand(cfg: Config) -> list[TrialSpec]:
+    """Every trial the sweep asks for, validated, in a stable order; duplicates dropped."""
+    from ftsweep.trial import run_name_for, trial_id_for
+
+    if not cfg.sweep.space:
+        raise ConfigError("sweep.space is empty: choose a sweep with sweep=NAME (see sweeps/)")
+    base = cfg.model_dump()
+    specs: dict[str, TrialSpec] = {}
+    for index, sub in enumerate(cfg.sweep.space):
+        where = f"sweep.space[{index}]"
+        for point in _axes(sub.params):
+            method = _method_config(sub, point, where)
+            for seed_offset in range(cfg.sweep.seeds):
+                train = base["train"] | {"seed": cfg.train.seed + seed_offset}
+                try:
+                    trial_cfg = validate(base | {"method": method, "train": train})
+                except ConfigError as exc:
+                    raise ConfigError(f"{where} ({sub.method}, {point}): {exc}") from None
+                trial_id = trial_id_for(trial_cfg)
+                specs.setdefault(trial_id, TrialSpec(trial_id, run_name_for(trial_cfg), trial_cfg))
+    return list(specs.values())

@@ -1,0 +1,97 @@
+"""Config composition and validation: every shipped config composes; bad values are named."""
+
+from __future__ import annotations
+
+import pytest
+
+from ftsweep.config import CONF_DIR, SWEEPS_DIR, ConfigError, compose
+from ftsweep.space import expand
+
+
+def test_default_config_is_lora_on_smollm2():
+    cfg = compose([])
+    assert cfg.model.name == "smollm2-135m"
+    assert cfg.method.name == "lora"
+    assert cfg.results_dir == "results"
+
+
+@pytest.mark.parametrize("group", ["model", "method", "data", "hardware"])
+def test_every_group_option_composes(group):
+    options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+    assert options, f"conf/{group} is empty"
+    for option in options:
+        cfg = compose([f"{group}={option}"])
+        assert getattr(cfg, group).name
+
+
+@pytest.mark.parametrize("sweep", sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml")))
+def test_every_sweep_composes_and_expands(sweep):
+    cfg = compose([f"sweep={sweep}"])
+    assert cfg.sweep.name == sweep
+    specs = expand(cfg)
+    assert specs, "a shipped sweep must ask for at least one trial"
+    assert len({s.trial_id for s in specs}) == len(specs)
+    for spec in specs:
+        if spec.config.method.name == "full":
+            assert spec.config.method.lora_r is None
+
+
+def test_sweep_overrides_base_config():
+    cfg = compose(["sweep=smoke"])
+    assert cfg.model.name == "tiny-llama"
+    assert cfg.train.max_steps == 8
+
+
+def test_command_line_overrides_win_over_the_sweep():
+    cfg = compose(["sweep=smoke", "train.max_steps=3"])
+    assert cfg.train.max_steps == 3
+
+
+def test_alpha_tied_to_rank():
+    cfg = compose(["sweep=lora_vs_full"])
+    for spec in expand(cfg):
+        if spec.config.method.is_lora:
+            assert spec.config.method.lora_alpha == 2 * spec.config.method.lora_r
+
+
+def test_trial_ids_are_stable_and_distinct():
+    first = [s.trial_id for s in expand(compose(["sweep=lora_vs_full"]))]
+    again = [s.trial_id for s in expand(compose(["sweep=lora_vs_full"]))]
+    assert first == again
+    other_seed = [s.trial_id for s in expand(compose(["sweep=lora_vs_full", "train.seed=1"]))]
+    assert not set(first) & set(other_seed)
+
+
+BAD_INPUTS = [
+    (["method=lorra"], ["method=lorra", "full", "lora", "qlora"]),
+    (["model=gpt-17"], ["model=gpt-17", "smollm2-135m"]),
+    (["sweep=nosuch"], ["sweep=nosuch", "smoke"]),
+    (["method.learning_rate=-1"], ["method.learning_rate", "-1", "greater than 0"]),
+    (["method.learning_rate=abc"], ["method.learning_rate", "abc"]),
+    (["method.lerning_rate=1e-3"], ["method.lerning_rate", "unknown key", "learning_rate"]),
+    (["method.lora_r=0"], ["method.lora_r", "0", "greater than or equal to 1"]),
+    (["method.target_modules=attn"], ["method.target_modules", "attn", "attention", "all-linear"]),
+    (["method.target_modules=[]"], ["method.target_modules", "empty"]),
+    (["method=full", "method.zero_stage=1"], ["method.zero_stage", "1", "0", "2", "3"]),
+    (["train.max_steps=0"], ["train.max_steps", "0"]),
+    (["train.batch_size=two"], ["train.batch_size", "two"]),
+    (["train.seq_len=8"], ["train.seq_len", "8", "16"]),
+    (["train.precision=fp8"], ["train.precision", "fp8", "bf16"]),
+    (["hardware.price_per_device_hour=-2"], ["hardware.price_per_device_hour", "-2"]),
+    (["+train.epochs=3"], ["train.epochs", "unknown key"]),
+]
+
+
+@pytest.mark.parametrize(("overrides", "expected"), BAD_INPUTS, ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_bad_values_name_key_value_and_what_is_allowed(overrides, expected):
+    with pytest.raises(ConfigError) as caught:
+        compose(overrides)
+    message = str(caught.value)
+    assert "\n" not in message
+    for fragment in expected:
+        assert fragment in message, f"{fragment!r} missing from: {message}"
+
+
+def test_lora_knobs_required_for_lora():
+    with pytest.raises(ConfigError, match="lora_r"):
+        compose(["method=lora", "method.lora_r=null"])
