@@ -13,6 +13,7 @@ Any other `model.name_or_path` (a hub id or a local folder) is loaded as it is.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from pathlib import Path
 
@@ -30,7 +31,11 @@ def builtin_model_dir(name: str) -> Path:
 
 def is_prepared(path: str | Path) -> bool:
     path = Path(path)
-    return (path / "config.json").exists() and (path / "model.safetensors").exists()
+    config = path / "config.json"
+    if not (config.exists() and (path / "model.safetensors").exists()):
+        return False
+    # A checkpoint still marked as GGUF-quantized cannot be trained: prepare it again.
+    return "quantization_config" not in json.loads(config.read_text())
 
 
 def _smollm2_gguf() -> Path:
@@ -50,9 +55,12 @@ def prepare_smollm2(out: Path) -> Path:
     gguf = _smollm2_gguf()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    # A fresh model from the config drops the GGUF provenance, so the saved folder is a plain
-    # checkpoint that loads without the gguf package.
-    model = LlamaForCausalLM(loaded.config)
+    # A fresh model from a config without the GGUF quantization record makes the saved folder a
+    # plain, trainable checkpoint that loads without the gguf package.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = LlamaForCausalLM(config)
     model.load_state_dict(loaded.state_dict())
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
