@@ -64,6 +64,8 @@ class MethodConfig(_Strict):
     # Full fine-tuning only: DeepSpeed ZeRO stage and CPU offload of optimizer states.
     zero_stage: Literal[0, 2, 3] | None = None
     offload: bool = False
+    # Full fine-tuning only: data-parallel workers (Ray Train); 1 = this process.
+    num_workers: Annotated[int, Field(ge=1, le=1024)] = 1
 
     @model_validator(mode="after")
     def _knobs_fit_method(self) -> MethodConfig:
@@ -76,6 +78,8 @@ class MethodConfig(_Strict):
                     f"method.zero_stage={self.zero_stage} applies to full fine-tuning only; "
                     f"set it to null for {self.name}"
                 )
+            if self.num_workers != 1:
+                raise ValueError(f"method.num_workers={self.num_workers} applies to full fine-tuning only")
             if isinstance(self.target_modules, list) and not self.target_modules:
                 raise ValueError("method.target_modules is an empty list; name at least one module")
         return self
@@ -87,10 +91,42 @@ class MethodConfig(_Strict):
 
 class DataConfig(_Strict):
     name: str
-    task: Literal["format"]
+    # Built-in generated tasks, or `jsonl` for the user's own file or folder (data.path).
+    task: Literal["format", "knowledge", "domain", "jsonl"]
+    # Built-in tasks: examples generated; user data: at most this many are used.
     num_train: Annotated[int, Field(ge=1)] = 512
     num_eval: Annotated[int, Field(ge=1)] = 32
     seed: int = 0
+    # Built-in tasks only; None means medium.
+    difficulty: Literal["easy", "medium", "hard"] | None = None
+    # User data (task jsonl) only; None means the default named beside each.
+    path: str | None = None
+    eval_path: str | None = None
+    format: Literal["auto", "messages", "alpaca", "prompt_completion", "text"] | None = None  # auto
+    eval_fraction: Annotated[float, Field(gt=0, lt=1)] | None = None  # 0.1
+    metric: Literal["token_f1", "exact"] | None = None  # token_f1
+
+    @model_validator(mode="after")
+    def _knobs_fit_task(self) -> DataConfig:
+        user_knobs = ("path", "eval_path", "format", "eval_fraction", "metric")
+        if self.task == "jsonl":
+            if not self.path:
+                raise ValueError(
+                    "data.path is required for data=jsonl: a .jsonl/.json/.parquet file, a folder "
+                    "with train and eval files, or a saved Hugging Face dataset folder"
+                )
+            if self.difficulty is not None:
+                raise ValueError(
+                    f"data.difficulty={self.difficulty} applies to built-in tasks only, not data=jsonl"
+                )
+        else:
+            for key in user_knobs:
+                if getattr(self, key) is not None:
+                    raise ValueError(
+                        f"data.{key}={getattr(self, key)!r} applies to data=jsonl only; "
+                        f"task {self.task} generates its own examples"
+                    )
+        return self
 
 
 class HardwareConfig(_Strict):
@@ -116,6 +152,8 @@ class TrainConfig(_Strict):
     eval_batch_size: Annotated[int, Field(ge=1)] = 16
     max_new_tokens: Annotated[int, Field(ge=1, le=1024)] = 48
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # Held-out eval_loss every N steps, reported to the scheduler (ASHA rungs); null = end only.
+    eval_every: Annotated[int, Field(ge=1)] | None = None
     # CPU threads per trial (None: what the process is given).
     threads: Annotated[int, Field(ge=1)] | None = None
 
@@ -127,22 +165,59 @@ class TrackingConfig(_Strict):
 
 
 class SearchSubspace(_Strict):
-    """One method's part of a sweep: each list is a grid axis, a scalar is fixed."""
+    """One method's part of a sweep.
+
+    In `params`, a list is a grid axis (a categorical for random/optuna), a mapping
+    `{low, high, log}` is a range (random/optuna only), and a scalar is fixed.
+    """
 
     method: Literal["full", "lora", "qlora"]
     params: dict[str, Any] = {}
 
 
+class AshaConfig(_Strict):
+    # Rungs are measured in training tokens, so fast and slow methods meet at equal data.
+    grace_period_tokens: Annotated[int, Field(ge=1)] = 4096
+    reduction_factor: Annotated[float, Field(gt=1)] = 3
+
+
 class SweepConfig(_Strict):
     name: str = "adhoc"
     description: str = ""
-    algorithm: Literal["grid"] = "grid"
+    algorithm: Literal["grid", "random", "optuna"] = "grid"
+    # Trials drawn by random/optuna (grid runs every point of its space).
+    num_samples: Annotated[int, Field(ge=1)] = 1
     space: list[SearchSubspace] = []
+    # Each grid configuration repeated with this many seeds (train.seed, train.seed + 1, ...).
     seeds: Annotated[int, Field(ge=1)] = 1
+    scheduler: Literal["none", "asha"] = "none"
+    asha: AshaConfig = AshaConfig()
     max_concurrent_trials: Annotated[int, Field(ge=1)] = 1
     cpus_per_trial: Annotated[int, Field(ge=1)] | None = None
     # Retries of a trial whose failure may be transient (a lost worker); 0 means none.
     max_failures: Annotated[int, Field(ge=0)] = 0
+    # No trial starts whose estimated cost would take the sweep past these; null = no limit.
+    budget_usd: Annotated[float, Field(gt=0)] | None = None
+    time_budget_s: Annotated[float, Field(gt=0)] | None = None
+    # Launch trials the memory plan says cannot fit the hardware.
+    force: bool = False
+
+    @model_validator(mode="after")
+    def _fits_algorithm(self) -> SweepConfig:
+        if self.algorithm != "grid" and self.seeds > 1:
+            raise ValueError(
+                f"sweep.seeds={self.seeds} needs sweep.algorithm=grid; repeat the best "
+                "configurations of a random/optuna sweep with a grid sweep"
+            )
+        if self.algorithm == "grid":
+            for sub in self.space:
+                for key, value in sub.params.items():
+                    if isinstance(value, dict):
+                        raise ValueError(
+                            f"sweep.space ({sub.method}).params.{key}={value}: a range needs "
+                            "sweep.algorithm=random or optuna; grid takes lists"
+                        )
+        return self
 
 
 class Config(_Strict):
@@ -200,7 +275,7 @@ def compose(overrides: list[str] | None = None) -> Config:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    overrides = list(overrides or [])
+    overrides = [_as_schema_override(o) for o in overrides or []]
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = hydra_compose(config_name="config", overrides=overrides)
@@ -209,6 +284,19 @@ def compose(overrides: list[str] | None = None) -> Config:
         raise ConfigError(_hydra_message(exc)) from None
     raw.pop("hydra", None)
     return validate(raw)
+
+
+def _as_schema_override(override: str) -> str:
+    """`sweep.seeds=3` works even where no YAML file spells the key out: the schema has it.
+
+    Keys the schema knows become Hydra's add-or-override (`++key=value`); anything else stays
+    as written, so Hydra reports an unknown key with what is allowed.
+    """
+    key, sep, _ = override.partition("=")
+    if not sep or "." not in key or key.startswith(("+", "~")):
+        return override
+    parent, _, leaf = key.rpartition(".")
+    return f"++{override}" if leaf in _allowed_keys(parent) else override
 
 
 def _allowed_keys(dotted: str) -> list[str]:

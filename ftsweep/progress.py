@@ -11,6 +11,7 @@ import time
 from ray import tune
 
 _current: SweepProgress | None = None
+FINAL_STATES = ("DONE", "ERROR", "RECORDED", "STOPPED", "FAILED", "SKIPPED")
 
 
 class SweepProgress:
@@ -32,7 +33,7 @@ class SweepProgress:
     def _table(self):
         from rich.table import Table
 
-        done = sum(r["status"] in ("DONE", "ERROR", "RECORDED") for r in self.rows.values())
+        done = sum(r["status"] in FINAL_STATES for r in self.rows.values())
         elapsed = time.monotonic() - self.started
         table = Table(title=f"ftsweep: {done}/{len(self.rows)} trials, {elapsed:,.0f} s", title_justify="left")
         for column in ("trial", "run", "status", "step", "train loss", "quality", "wall s"):
@@ -87,7 +88,8 @@ def _fmt(value, pattern: str) -> str:
 
 
 def _trial_id(trial) -> str:
-    return trial.config["trial"]["trial_id"]
+    # Trials are named by their ftsweep trial id (the sweep's trial_name_creator).
+    return str(trial)
 
 
 class ProgressCallback(tune.Callback):
@@ -99,10 +101,16 @@ class ProgressCallback(tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if _current:
-            recorded = result.get("already_recorded")
+            status = "RUNNING"
+            if result.get("already_recorded"):
+                status = "RECORDED"
+            elif result.get("failed"):
+                status = "FAILED"
+            elif result.get("skipped"):
+                status = "SKIPPED"
             _current.update(
                 _trial_id(trial),
-                status="RECORDED" if recorded else "RUNNING",
+                status=status,
                 step=result.get("step"),
                 train_loss=result.get("train_loss"),
                 quality=result.get("quality"),
@@ -112,7 +120,10 @@ class ProgressCallback(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         if _current:
             row = _current.rows.get(_trial_id(trial), {})
-            _current.update(_trial_id(trial), status="RECORDED" if row.get("status") == "RECORDED" else "DONE")
+            if row.get("status") in ("RECORDED", "FAILED", "SKIPPED"):
+                return
+            # A trial that ends without its final metrics was stopped early by the scheduler.
+            _current.update(_trial_id(trial), status="DONE" if row.get("quality") is not None else "STOPPED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         if _current:

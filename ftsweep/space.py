@@ -1,4 +1,7 @@
-"""A sweep's search space -> the list of trial configs it asks for.
+"""A sweep's search space -> the trial configs it asks for.
+
+`grid` expands the space here into a fixed list; `random` and `optuna` draw from it through a
+define-by-run function, so each method's knobs are drawn only when that method is drawn.
 
 Each entry of `sweep.space` is one method's sub-space, so knobs exist only where they mean
 something (rank and alpha for LoRA-type methods, ZeRO stage for full fine-tuning). In `params`,
@@ -76,3 +79,74 @@ def expand(cfg: Config) -> list[TrialSpec]:
                 trial_id = trial_id_for(trial_cfg)
                 specs.setdefault(trial_id, TrialSpec(trial_id, run_name_for(trial_cfg), trial_cfg))
     return list(specs.values())
+
+
+SEP = "__"  # sampled names are METHOD__KNOB: Optuna needs one distribution per name
+
+
+def _categorical_choices(values: list) -> list:
+    # Optuna's categoricals hold scalars: an explicit module list travels as "q_proj,v_proj".
+    return [",".join(v) if isinstance(v, list) else v for v in values]
+
+
+class DefineByRun:
+    """An Optuna define-by-run space over the conditional space; returns the fixed knobs.
+
+    A class rather than a closure: Ray pickles the searcher with the sweep's state.
+    """
+
+    def __init__(self, space: list[SearchSubspace]):
+        self.by_method = {sub.method: sub for sub in space}
+
+    def __call__(self, trial) -> dict[str, Any]:
+        method = trial.suggest_categorical("method", list(self.by_method))
+        fixed: dict[str, Any] = {}
+        for key, value in self.by_method[method].params.items():
+            name = f"{method}{SEP}{key}"
+            if isinstance(value, list):
+                trial.suggest_categorical(name, _categorical_choices(value))
+            elif isinstance(value, dict):
+                low, high, log = value["low"], value["high"], bool(value.get("log", False))
+                if isinstance(low, int) and isinstance(high, int):
+                    trial.suggest_int(name, low, high, log=log)
+                else:
+                    trial.suggest_float(name, float(low), float(high), log=log)
+            else:
+                fixed[name] = value
+        return fixed
+
+
+def define_by_run(space: list[SearchSubspace]) -> DefineByRun:
+    return DefineByRun(space)
+
+
+def check_ranges(space: list[SearchSubspace]) -> None:
+    for index, sub in enumerate(space):
+        for key, value in sub.params.items():
+            if isinstance(value, dict):
+                missing = {"low", "high"} - set(value)
+                extra = set(value) - {"low", "high", "log"}
+                if missing or extra:
+                    raise ConfigError(
+                        f"sweep.space[{index}].params.{key}={value}: a range is {{low, high, log}}"
+                    )
+                if not value["low"] < value["high"]:
+                    raise ConfigError(f"sweep.space[{index}].params.{key}: low must be below high")
+
+
+def spec_from_sample(cfg: Config, sample: dict[str, Any]) -> TrialSpec:
+    """The trial a searcher drew: {"method": m, "m__knob": value, ...} -> a validated spec."""
+    from ftsweep.trial import run_name_for, trial_id_for
+
+    method_name = sample["method"]
+    point: dict[str, Any] = {}
+    for name, value in sample.items():
+        if name.startswith(method_name + SEP):
+            key = name.split(SEP, 1)[1]
+            if key == "target_modules" and isinstance(value, str) and "," in value:
+                value = value.split(",")
+            point[key] = value
+    sub = SearchSubspace(method=method_name, params={})
+    method = _method_config(sub, point, "sweep.space")
+    trial_cfg = validate(cfg.model_dump() | {"method": method})
+    return TrialSpec(trial_id_for(trial_cfg), run_name_for(trial_cfg), trial_cfg)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ftsweep.config import Config
 from ftsweep.sweep import SweepOutcome, finished_runs_by_trial
+from ftsweep.tracking import TAG_ERROR, TAG_STOP_REASON, TAG_TRIAL_ID, get_client
 
 
 def best_per_method(runs: list) -> dict[str, object]:
@@ -39,10 +40,27 @@ def print_summary(console, cfg: Config, outcome: SweepOutcome) -> None:
             f"{m.get('artifact_mb', float('nan')):.2f}",
         )
     console.print(table)
+    for run in _unfinished_runs(outcome):
+        tags = run.data.tags
+        console.print(
+            f"[yellow]{tags.get(TAG_TRIAL_ID)} ({run.info.run_name}): {run.info.status}, "
+            f"{tags.get(TAG_STOP_REASON)}: {tags.get(TAG_ERROR, '')}[/yellow]"
+        )
     for trial_id, error in outcome.errors.items():
-        console.print(f"[red]{trial_id} failed: {error}[/red]")
+        console.print(f"[red]{trial_id} errored in Ray: {error}[/red]")
     store = outcome.tracking_uri
     if store.startswith("sqlite:///"):
         console.print(f"MLflow UI: mlflow ui --backend-store-uri {store}   (or: make ui RESULTS={cfg.results_dir})")
     else:
         console.print(f"MLflow UI: {store}")
+
+
+def _unfinished_runs(outcome: SweepOutcome) -> list:
+    """This sweep's runs that did not finish: failed, skipped for budget, killed."""
+    client = get_client(outcome.tracking_uri)
+    experiment = client.get_experiment_by_name(outcome.experiment)
+    if experiment is None:
+        return []
+    ids = {s.trial_id for s in outcome.trials}
+    runs = client.search_runs([experiment.experiment_id], filter_string="attributes.status != 'FINISHED'", max_results=10000)
+    return [r for r in runs if r.data.tags.get(TAG_TRIAL_ID) in ids]

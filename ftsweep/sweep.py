@@ -8,12 +8,13 @@ restores it: finished trials are not rerun, unfinished ones start again in their
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from dataclasses import dataclass
 
-from ftsweep.config import Config, validate
-from ftsweep.space import TrialSpec, expand
+from ftsweep.config import Config, ConfigError, validate
+from ftsweep.space import TrialSpec, check_ranges, define_by_run, expand, spec_from_sample
 from ftsweep.tracking import (
     TAG_TRIAL_ID,
     ensure_experiment,
@@ -35,25 +36,87 @@ class SweepOutcome:
 
 
 def ray_experiment_name(cfg: Config, specs: list[TrialSpec]) -> str:
-    # A changed search space gets its own Ray state; MLflow still dedupes by trial id.
-    digest = hashlib.sha1("\n".join(s.trial_id for s in specs).encode()).hexdigest()[:8]
+    """Ray's state folder: one per search space, so an edited sweep starts afresh in Ray while
+    MLflow still finds every trial that was already recorded by its id."""
+    if cfg.sweep.algorithm == "grid":
+        identity = "\n".join(s.trial_id for s in specs)
+    else:
+        identity = json.dumps(
+            [cfg.sweep.algorithm, cfg.sweep.num_samples, [s.model_dump() for s in cfg.sweep.space], cfg.train.model_dump()],
+            sort_keys=True,
+            default=str,
+        )
+    digest = hashlib.sha1(identity.encode()).hexdigest()[:8]
     return f"{cfg.sweep.name}-{digest}"
 
 
-def _trainable(config: dict, invocation_id: str) -> None:
-    """What Ray Tune runs per trial: the plain trial function, reporting to Tune."""
+# Failures worth a retry (sweep.max_failures): the worker or the network went away, not the trial.
+TRANSIENT_ERRORS = ("RayActorError", "ActorDiedError", "WorkerCrashedError", "NodeDiedError", "ConnectionError", "TimeoutError")
+
+
+def is_transient(exc: BaseException) -> bool:
+    return any(cls.__name__ in TRANSIENT_ERRORS for cls in type(exc).__mro__)
+
+
+def _trial_of(config: dict, base: Config) -> TrialSpec:
+    if "trial" in config:  # grid: the whole trial config travels in the param space
+        spec = config["trial"]
+        cfg = validate(spec["config"])
+        return TrialSpec(spec["trial_id"], spec["run_name"], cfg)
+    return spec_from_sample(base, config)  # random / optuna: a sample of the conditional space
+
+
+def _trainable(config: dict, base: dict, invocation_id: str) -> None:
+    """What Ray Tune runs per trial: the plain trial function, reporting to Tune.
+
+    A failure that retrying cannot fix (divergence, out of memory, a bug) is recorded FAILED in
+    MLflow and ends the trial normally, so Ray does not retry it; a transient one is raised
+    for Ray to retry up to sweep.max_failures.
+    """
     from ray import tune
 
-    from ftsweep.trial import run_trial
+    from ftsweep.trial import run_trial, skip_trial, stop_reason_for
 
-    spec = config["trial"]
-    cfg = validate(spec["config"])
-    result = run_trial(cfg, trial_id=spec["trial_id"], report=tune.report, invocation_id=invocation_id)
+    spec = _trial_of(config, validate(base))
+    cfg = spec.config
+    reason = _budget_block(cfg, spec.trial_id)
+    if reason:
+        skip_trial(cfg, spec.trial_id, spec.run_name, invocation_id, reason)
+        tune.report({"skipped": 1.0, "stop_reason": "skipped_budget", SCHEDULE_METRIC: float("inf")})
+        return
+    def report(metrics: dict) -> None:
+        # Optuna and ASHA read their metric from every report: train-loss-only reports go to
+        # MLflow and the progress display only when neither is in use.
+        if SCHEDULE_METRIC in metrics or (cfg.sweep.algorithm == "grid" and cfg.sweep.scheduler == "none"):
+            tune.report(metrics)
+
+    try:
+        result = run_trial(cfg, trial_id=spec.trial_id, report=report, invocation_id=invocation_id)
+    except Exception as exc:
+        if is_transient(exc):
+            raise
+        error = f"{type(exc).__name__}: {exc}"[:500]
+        tune.report({"failed": 1.0, "stop_reason": stop_reason_for(exc), "error": error, SCHEDULE_METRIC: float("inf")})
+        return
     # The final report comes after the MLflow run is closed: Tune may end the trial at any report.
-    final = {**result.metrics, "step": cfg.train.max_steps}
+    final = {**result.metrics, "step": cfg.train.max_steps, "stop_reason": result.stop_reason}
     if result.stop_reason == "already_recorded":
         final["already_recorded"] = 1.0
     tune.report(final)
+
+
+def _budget_block(cfg: Config, trial_id: str) -> str | None:
+    from ftsweep.budget import over_budget
+
+    if cfg.sweep.budget_usd is None and cfg.sweep.time_budget_s is None:
+        return None
+    client = get_client(tracking_uri(cfg))
+    experiment = client.get_experiment_by_name(experiment_name(cfg))
+    runs = client.search_runs([experiment.experiment_id], max_results=10000) if experiment else []
+    own = [r for r in runs if r.data.tags.get(TAG_TRIAL_ID) == trial_id]
+    if any(r.info.status == "FINISHED" for r in own):
+        return None  # already paid for; run_trial returns the record
+    return over_budget(cfg, runs, own[0].info.run_id if own else None)
 
 
 def trial_resources(cfg: Config, total_cpus: int) -> dict[str, float]:
@@ -78,13 +141,61 @@ def _start_ray(cfg: Config) -> int:
     return int(ray.cluster_resources().get("CPU", 1))
 
 
+def _check_sweep(cfg: Config) -> list[TrialSpec]:
+    """Everything a sweep asks for, validated before Ray starts: the grid's trial list."""
+    if not cfg.sweep.space:
+        raise ConfigError("sweep.space is empty: choose a sweep with sweep=NAME (see sweeps/)")
+    if cfg.sweep.scheduler == "asha" and cfg.train.eval_every is None:
+        raise ConfigError("sweep.scheduler=asha needs train.eval_every (steps between the evaluations its rungs compare)")
+    if cfg.sweep.algorithm == "grid":
+        return expand(cfg)
+    check_ranges(cfg.sweep.space)
+    return []
+
+
+def _searcher(cfg: Config):
+    if cfg.sweep.algorithm == "grid":
+        return None
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    sampler = (
+        optuna.samplers.TPESampler(seed=cfg.train.seed)
+        if cfg.sweep.algorithm == "optuna"
+        else optuna.samplers.RandomSampler(seed=cfg.train.seed)
+    )
+    return OptunaSearch(space=define_by_run(cfg.sweep.space), metric=SCHEDULE_METRIC, mode="min", sampler=sampler)
+
+
+def _scheduler(cfg: Config):
+    if cfg.sweep.scheduler == "none":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    t = cfg.train
+    most_tokens = t.max_steps * t.batch_size * t.grad_accum * t.seq_len  # an upper bound
+    return ASHAScheduler(
+        time_attr="tokens",
+        metric=SCHEDULE_METRIC,
+        mode="min",
+        max_t=most_tokens,
+        grace_period=cfg.sweep.asha.grace_period_tokens,
+        reduction_factor=cfg.sweep.asha.reduction_factor,
+    )
+
+
+# Searchers and ASHA compare trials on held-out loss: it exists at every rung, while quality
+# (generation) is measured once a trial completes.
+SCHEDULE_METRIC = "eval_loss"
+
+
 def run_sweep(cfg: Config, console=None) -> SweepOutcome:
     """Run (or resume) the sweep named in cfg.sweep and return what each trial reported."""
     from ray import tune
 
     from ftsweep.progress import ProgressCallback, SweepProgress
 
-    specs = expand(cfg)
+    specs = _check_sweep(cfg)
     uri = tracking_uri(cfg)
     results_path = cfg.results_path
     results_path.mkdir(parents=True, exist_ok=True)
@@ -93,53 +204,65 @@ def run_sweep(cfg: Config, console=None) -> SweepOutcome:
     abandoned = mark_abandoned_runs(client, experiment_id)
 
     total_cpus = _start_ray(cfg)
-    threads = int(trial_resources(cfg, total_cpus)["cpu"])
+    resources = trial_resources(cfg, total_cpus)
+    base = _with_threads(cfg, int(resources["cpu"]))
     trials = [
-        {"trial_id": s.trial_id, "run_name": s.run_name, "config": _with_threads(s.config, threads)}
+        {"trial_id": s.trial_id, "run_name": s.run_name, "config": _with_threads(s.config, int(resources["cpu"]))}
         for s in specs
     ]
     invocation_id = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
     trainable = tune.with_resources(
-        tune.with_parameters(_trainable, invocation_id=invocation_id),
-        trial_resources(cfg, total_cpus),
+        tune.with_parameters(_trainable, base=base, invocation_id=invocation_id), resources
     )
+    # Intermediate reports carry train loss or eval loss, not always both; ASHA and the searcher
+    # skip a report without their metric, and every final report has it.
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     storage = str((results_path / "ray").resolve())
     name = ray_experiment_name(cfg, specs)
     progress = SweepProgress(specs, console=console, resumed_from=abandoned)
-    run_config = tune.RunConfig(
-        name=name,
-        storage_path=storage,
-        failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_failures),
-        callbacks=[ProgressCallback()],
-        verbose=0,  # the progress callback is the display
-    )
     path = os.path.join(storage, name)
     if tune.Tuner.can_restore(path):
         progress.note(f"resuming sweep state from {path}")
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
     else:
+        base_cfg = validate(base)
+
+        def trial_name(trial) -> str:
+            return _trial_of(trial.config, base_cfg).trial_id
+
         tuner = tune.Tuner(
             trainable,
-            param_space={"trial": tune.grid_search(trials)},
+            param_space={"trial": tune.grid_search(trials)} if trials else {},
             tune_config=tune.TuneConfig(
+                search_alg=_searcher(cfg),
+                scheduler=_scheduler(cfg),
+                num_samples=1 if trials else cfg.sweep.num_samples,
                 max_concurrent_trials=cfg.sweep.max_concurrent_trials,
-                trial_name_creator=lambda t: t.config["trial"]["trial_id"],
-                trial_dirname_creator=lambda t: t.config["trial"]["trial_id"],
+                trial_name_creator=trial_name,
+                trial_dirname_creator=trial_name,
             ),
-            run_config=run_config,
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=storage,
+                failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_failures),
+                callbacks=[ProgressCallback()],
+                verbose=0,  # the progress callback is the display
+            ),
         )
     with progress:
         grid = tuner.fit()
+    base_cfg = validate(base)
     results: dict[str, dict] = {}
     errors: dict[str, str] = {}
     for result in grid:
-        trial_id = result.config["trial"]["trial_id"]
+        trial_id = _trial_of(result.config, base_cfg).trial_id
         if result.error is not None:
             errors[trial_id] = f"{type(result.error).__name__}: {result.error}".splitlines()[0]
         else:
             results[trial_id] = dict(result.metrics or {})
-    interrupted = len(results) + len(errors) < len(specs) or progress.interrupted
-    return SweepOutcome(experiment_name(cfg), uri, specs, results, errors, interrupted)
+    interrupted = progress.interrupted or grid.num_terminated + grid.num_errors < len(grid)
+    ran = specs or [_trial_of(r.config, base_cfg) for r in grid]
+    return SweepOutcome(experiment_name(cfg), uri, ran, results, errors, interrupted)
 
 
 def _with_threads(cfg: Config, threads: int) -> dict:

@@ -131,6 +131,15 @@ def _make_callback(run: TrialRun, report: Reporter | None, counter):
             if report is not None:
                 report({"train_loss": loss, "step": state.global_step, "tokens": counter.tokens})
 
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            # Held-out loss at a rung: what ASHA compares, at equal tokens across methods.
+            eval_loss = (metrics or {}).get("eval_loss")
+            if eval_loss is None or state.global_step >= args.max_steps:
+                return
+            run.log_metrics({"eval_loss": eval_loss}, step=state.global_step)
+            if report is not None:
+                report({"eval_loss": eval_loss, "step": state.global_step, "tokens": counter.tokens})
+
     return ProgressCallback()
 
 
@@ -168,7 +177,8 @@ def _training_arguments(cfg: Config, output_dir: str, show_progress: bool):
         lr_scheduler_type="linear",
         logging_steps=cfg.train.log_every,
         save_strategy="no",
-        eval_strategy="no",
+        eval_strategy="steps" if cfg.train.eval_every else "no",
+        eval_steps=cfg.train.eval_every,
         report_to="none",
         seed=cfg.train.seed,
         data_seed=cfg.data.seed,
@@ -180,6 +190,15 @@ def _training_arguments(cfg: Config, output_dir: str, show_progress: bool):
         dataloader_num_workers=0,
         disable_tqdm=not show_progress,
     )
+
+
+def skip_trial(cfg: Config, trial_id: str, run_name: str, invocation_id: str, reason: str) -> TrialResult:
+    """Record a trial that was not launched (e.g. over budget), and why."""
+    run = TrialRun(cfg, trial_id, run_name, invocation_id)
+    if run.already_finished:
+        return TrialResult(trial_id, run.run_id, "FINISHED", "already_recorded", run.recorded_metrics())
+    run.finish("KILLED", "skipped_budget", reason)
+    return TrialResult(trial_id, run.run_id, "KILLED", "skipped_budget")
 
 
 def run_trial(

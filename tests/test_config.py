@@ -24,11 +24,30 @@ def test_every_group_option_composes(group):
         assert getattr(cfg, group).name
 
 
+def _sampled_specs(cfg, n=8):
+    """Draw from a random/optuna sweep's conditional space with a real Optuna study."""
+    import optuna
+
+    from ftsweep.space import define_by_run, spec_from_sample
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    sample = define_by_run(cfg.sweep.space)
+    specs = []
+    for _ in range(n):
+        trial = study.ask()
+        fixed = sample(trial)
+        specs.append(spec_from_sample(cfg, {**trial.params, **fixed}))
+        study.tell(trial, 1.0)
+    return specs
+
+
 @pytest.mark.parametrize("sweep", sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml")))
 def test_every_sweep_composes_and_expands(sweep):
+    from ftsweep.sweep import _check_sweep
+
     cfg = compose([f"sweep={sweep}"])
     assert cfg.sweep.name == sweep
-    specs = expand(cfg)
+    specs = _check_sweep(cfg) or _sampled_specs(cfg)
     assert specs, "a shipped sweep must ask for at least one trial"
     assert len({s.trial_id for s in specs}) == len(specs)
     for spec in specs:
@@ -95,3 +114,36 @@ def test_bad_values_name_key_value_and_what_is_allowed(overrides, expected):
 def test_lora_knobs_required_for_lora():
     with pytest.raises(ConfigError, match="lora_r"):
         compose(["method=lora", "method.lora_r=null"])
+
+
+def test_conditional_space_draws_knobs_only_for_their_method():
+    cfg = compose(["sweep=lr_scan"])
+    specs = _sampled_specs(cfg, n=20)
+    methods = {s.config.method.name for s in specs}
+    assert methods == {"full", "lora"}
+    for spec in specs:
+        lr = spec.config.method.learning_rate
+        if spec.config.method.name == "full":
+            assert spec.config.method.lora_r is None
+            assert 1e-6 <= lr <= 1e-3
+        else:
+            assert spec.config.method.lora_r == 16 and spec.config.method.lora_alpha == 32
+            assert 1e-5 <= lr <= 1e-2
+
+
+def test_grid_refuses_ranges():
+    with pytest.raises(ConfigError, match="a range needs sweep.algorithm=random or optuna"):
+        compose(["sweep=lr_scan", "sweep.algorithm=grid"])
+
+
+def test_asha_needs_intermediate_evaluation():
+    from ftsweep.sweep import _check_sweep
+
+    with pytest.raises(ConfigError, match="train.eval_every"):
+        _check_sweep(compose(["sweep=lr_scan", "train.eval_every=null"]))
+
+
+def test_seeds_repeat_each_grid_point():
+    specs = expand(compose(["sweep=alpha_scan", "sweep.seeds=3"]))
+    assert len(specs) == 15
+    assert sorted({s.config.train.seed for s in specs}) == [0, 1, 2]
