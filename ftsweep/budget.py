@@ -18,23 +18,29 @@ class Spending:
     seconds: float
 
 
-def _per_step(runs: list, method: str, metric: str) -> float | None:
-    """Mean cost (or time) per training step of finished runs of a method."""
+def _per_step(runs: list, method: str | None, metric: str) -> float | None:
+    """Mean cost (or time) per training step of finished runs of a method (None: any method)."""
     rates = [
         r.data.metrics[metric] / float(r.data.params["max_steps"])
         for r in runs
         if r.info.status == "FINISHED"
-        and r.data.params.get("method") == method
+        and (method is None or r.data.params.get("method") == method)
         and metric in r.data.metrics
         and r.data.params.get("max_steps")
     ]
     return sum(rates) / len(rates) if rates else None
 
 
+def _rate(runs: list, method: str, metric: str) -> float | None:
+    # The method's own measured rate, else any method's: a rough guess beats none.
+    own = _per_step(runs, method, metric)
+    return own if own is not None else _per_step(runs, None, metric)
+
+
 def estimate_trial(cfg: Config, runs: list) -> Spending | None:
-    """Measured rate x steps; None while no run of this method has finished (nothing to go on)."""
-    usd_rate = _per_step(runs, cfg.method.name, "cost_usd")
-    s_rate = _per_step(runs, cfg.method.name, "wall_time_s")
+    """Measured rate x steps; None before any run has finished (nothing to go on)."""
+    usd_rate = _rate(runs, cfg.method.name, "cost_usd")
+    s_rate = _rate(runs, cfg.method.name, "wall_time_s")
     if usd_rate is None or s_rate is None:
         return None
     return Spending(usd_rate * cfg.train.max_steps, s_rate * cfg.train.max_steps)
@@ -53,8 +59,8 @@ def spent(runs: list, own_run_id: str | None = None) -> Spending:
         elif run.info.status == "RUNNING":
             method = run.data.params.get("method")
             steps = float(run.data.params.get("max_steps", 0) or 0)
-            usd += (_per_step(runs, method, "cost_usd") or 0.0) * steps
-            seconds += (_per_step(runs, method, "wall_time_s") or 0.0) * steps
+            usd += (_rate(runs, method, "cost_usd") or 0.0) * steps
+            seconds += (_rate(runs, method, "wall_time_s") or 0.0) * steps
     return Spending(usd, seconds)
 
 
