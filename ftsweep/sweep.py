@@ -91,7 +91,15 @@ def _trainable(config: dict, base: dict, invocation_id: str) -> None:
             tune.report(metrics)
 
     try:
-        result = run_trial(cfg, trial_id=spec.trial_id, report=report, invocation_id=invocation_id)
+        if cfg.method.num_workers > 1:
+            from ftsweep.distributed import run_trial_on_workers
+
+            # Train V2 workers report to Tune through their own callback.
+            result = run_trial_on_workers(
+                cfg, spec.trial_id, cfg.method.num_workers, invocation_id, cpus_per_worker=cpus_per_worker(cfg)
+            )
+        else:
+            result = run_trial(cfg, trial_id=spec.trial_id, report=report, invocation_id=invocation_id)
     except Exception as exc:
         if is_transient(exc):
             raise
@@ -120,12 +128,31 @@ def _budget_block(cfg: Config, trial_id: str) -> str | None:
 
 
 def trial_resources(cfg: Config, total_cpus: int) -> dict[str, float]:
-    """One trial's share: GPUs from the hardware group, CPUs split between concurrent trials."""
+    """One single-process trial's share: GPUs from the hardware group, CPUs split between
+    concurrent trials."""
     concurrent = cfg.sweep.max_concurrent_trials
     cpus = cfg.sweep.cpus_per_trial or max(1, total_cpus // concurrent)
     resources: dict[str, float] = {"cpu": cpus}
     if cfg.hardware.device == "cuda":
         resources["gpu"] = cfg.hardware.devices_per_trial
+    return resources
+
+
+def cpus_per_worker(cfg: Config) -> int:
+    # A worker-group trial's CPUs (train.threads, set from the trial's share) split between workers.
+    return max(1, (cfg.train.threads or 1) // cfg.method.num_workers)
+
+
+def _resources_for(base: dict, single_process: dict[str, float]):
+    """Per-trial resources: a trial that starts a Ray Train worker group reserves no CPU or GPU
+    itself (its workers reserve their own; a CPU held here could starve them), others their share."""
+
+    def resources(config: dict) -> dict[str, float]:
+        from ftsweep.distributed import DRIVER_RESOURCES
+
+        cfg = _trial_of(config, validate(base)).config
+        return dict(DRIVER_RESOURCES) if cfg.method.num_workers > 1 else dict(single_process)
+
     return resources
 
 
@@ -212,7 +239,7 @@ def run_sweep(cfg: Config, console=None) -> SweepOutcome:
     ]
     invocation_id = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
     trainable = tune.with_resources(
-        tune.with_parameters(_trainable, base=base, invocation_id=invocation_id), resources
+        tune.with_parameters(_trainable, base=base, invocation_id=invocation_id), _resources_for(base, resources)
     )
     # Intermediate reports carry train loss or eval loss, not always both; ASHA and the searcher
     # skip a report without their metric, and every final report has it.
@@ -238,6 +265,9 @@ def run_sweep(cfg: Config, console=None) -> SweepOutcome:
                 scheduler=_scheduler(cfg),
                 num_samples=1 if trials else cfg.sweep.num_samples,
                 max_concurrent_trials=cfg.sweep.max_concurrent_trials,
+                # One worker process serves trial after trial: torch and transformers are
+                # imported once, not once per trial.
+                reuse_actors=True,
                 trial_name_creator=trial_name,
                 trial_dirname_creator=trial_name,
             ),

@@ -143,17 +143,21 @@ def _make_callback(run: TrialRun, report: Reporter | None, counter):
     return ProgressCallback()
 
 
-class _CountingCollator:
-    """Pads batches and counts the real (non-padding) tokens trained on."""
+class TrainedTokens:
+    """Counts the real (non-padding) tokens of the batches the model trained on.
 
-    def __init__(self, collate):
-        self.collate = collate
+    Counted where the model's training forward pass runs, so batches a data loader fetched
+    ahead but never trained on, and evaluation batches, are not counted.
+    """
+
+    def __init__(self, model):
         self.tokens = 0
+        model.register_forward_pre_hook(self._count, with_kwargs=True)
 
-    def __call__(self, batch):
-        out = self.collate(batch)
-        self.tokens += int(out["attention_mask"].sum())
-        return out
+    def _count(self, module, args, kwargs):
+        mask = kwargs.get("attention_mask")
+        if module.training and mask is not None:
+            self.tokens += int(mask.sum())
 
 
 def _training_arguments(cfg: Config, output_dir: str, show_progress: bool):
@@ -225,8 +229,21 @@ def run_trial(
     except Exception as exc:
         run.finish("FAILED", stop_reason_for(exc), f"{type(exc).__name__}: {exc}")
         raise
+    finally:
+        _release_memory()
     run.finish("FINISHED", "completed")
     return TrialResult(trial_id, run.run_id, "FINISHED", "completed", metrics)
+
+
+def _release_memory() -> None:
+    # A sweep's worker process runs trial after trial: free this one's model before the next.
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _train_and_evaluate(cfg: Config, run: TrialRun, report: Reporter | None, show_progress: bool) -> dict:
@@ -253,24 +270,24 @@ def _train_and_evaluate(cfg: Config, run: TrialRun, report: Reporter | None, sho
     train_examples, eval_examples = task.split(cfg.data.num_train, cfg.data.num_eval, cfg.data.seed)
     train_set = TokenizedDataset(tokenizer, train_examples, cfg.train.seq_len)
     eval_set = TokenizedDataset(tokenizer, eval_examples, cfg.train.seq_len)
-    collator = _CountingCollator(PadCollator(tokenizer.pad_token_id))
 
     with tempfile.TemporaryDirectory(prefix="ftsweep-trial-") as workdir, PeakMemory() as memory:
         model = apply_method(load_base_model(cfg, path), cfg.method)
         trainable, _total = count_parameters(model)
+        counter = TrainedTokens(model)
         args = _training_arguments(cfg, workdir, show_progress)
         trainer = Trainer(
             model=model,
             args=args,
             train_dataset=train_set,
             eval_dataset=eval_set,
-            data_collator=collator,
-            callbacks=[_make_callback(run, report, collator)],
+            data_collator=PadCollator(tokenizer.pad_token_id),
+            callbacks=[_make_callback(run, report, counter)],
         )
         # The Trainer's own runtime excludes engine set-up (DeepSpeed builds ops on first use),
         # so tokens/s measures training itself; wall_time_s below counts everything.
         train_time = trainer.train().metrics["train_runtime"]
-        tokens_trained = collator.tokens
+        tokens_trained = counter.tokens
 
         eval_loss = trainer.evaluate()["eval_loss"]
         artifact_dir = Path(workdir) / "artifact"
@@ -280,7 +297,10 @@ def _train_and_evaluate(cfg: Config, run: TrialRun, report: Reporter | None, sho
         if cfg.method.zero_stage == 3:
             # ZeRO-3 keeps weights partitioned; generate from the gathered checkpoint it saved.
             from transformers import AutoModelForCausalLM
+            from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
+            # While the ZeRO-3 config is live, from_pretrained would partition this model too.
+            unset_hf_deepspeed_config()
             eval_model = AutoModelForCausalLM.from_pretrained(artifact_dir)
         quality = task_quality(
             eval_model, tokenizer, task, eval_examples, cfg.train.eval_batch_size, cfg.train.max_new_tokens
