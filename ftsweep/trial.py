@@ -52,6 +52,8 @@ def run_name_for(cfg: Config) -> str:
         parts += [f"r{m.lora_r}", f"a{m.lora_alpha:g}", targets]
     elif m.zero_stage:
         parts.append(f"zero{m.zero_stage}{'-offload' if m.offload else ''}")
+    if m.num_workers > 1:
+        parts.append(f"x{m.num_workers}workers")
     parts += [f"lr{m.learning_rate:.0e}", f"s{cfg.train.seed}"]
     return " ".join(parts)
 
