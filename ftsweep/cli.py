@@ -34,7 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text in COMMANDS.items():
         cmd = sub.add_parser(name, help=help_text, description=help_text)
-        cmd.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. method=lora train.max_steps=10")
+        cmd.add_argument(
+            "overrides", nargs="*", help="Hydra overrides, e.g. method=lora train.max_steps=10"
+        )
     return parser
 
 
@@ -51,17 +53,21 @@ def cmd_train(overrides: list[str]) -> int:
     from ftsweep.config import compose
 
     cfg = compose(overrides)
-    from ftsweep.trial import run_trial, run_name_for
     from ftsweep.tracking import experiment_name, tracking_uri
+    from ftsweep.trial import run_name_for, run_trial
 
     console = _console()
-    console.print(f"training [bold]{run_name_for(cfg)}[/bold] on {cfg.model.name} / {cfg.data.name}")
+    console.print(
+        f"training [bold]{run_name_for(cfg)}[/bold] on {cfg.model.name} / {cfg.data.name}"
+    )
     try:
         result = run_trial(cfg, show_progress=True)
     except Exception as exc:  # recorded in MLflow already; the user gets one line, not a traceback
         from ftsweep.trial import stop_reason_for
 
-        console.print(f"[red]ftsweep: trial failed ({stop_reason_for(exc)}): {type(exc).__name__}: {exc}[/red]")
+        console.print(
+            f"[red]ftsweep: trial failed ({stop_reason_for(exc)}): {type(exc).__name__}: {exc}[/red]"
+        )
         return 1
     if result.stop_reason == "already_recorded":
         console.print(
@@ -77,7 +83,16 @@ def _print_metrics(console, metrics: dict) -> None:
     from rich.table import Table
 
     table = Table("metric", "value")
-    for key in ("quality", "eval_loss", "wall_time_s", "tokens_per_s", "peak_mem_gb", "trainable_params", "artifact_mb", "cost_usd"):
+    for key in (
+        "quality",
+        "eval_loss",
+        "wall_time_s",
+        "tokens_per_s",
+        "peak_mem_gb",
+        "trainable_params",
+        "artifact_mb",
+        "cost_usd",
+    ):
         if key in metrics:
             table.add_row(key, f"{metrics[key]:.6g}")
     console.print(table)

@@ -79,7 +79,9 @@ class MethodConfig(_Strict):
                     f"set it to null for {self.name}"
                 )
             if self.num_workers != 1:
-                raise ValueError(f"method.num_workers={self.num_workers} applies to full fine-tuning only")
+                raise ValueError(
+                    f"method.num_workers={self.num_workers} applies to full fine-tuning only"
+                )
             if isinstance(self.target_modules, list) and not self.target_modules:
                 raise ValueError("method.target_modules is an empty list; name at least one module")
         return self
@@ -139,6 +141,11 @@ class HardwareConfig(_Strict):
     peak_tflops: Annotated[float, Field(gt=0)]
     # Devices one trial occupies: CPU machines count as one device.
     devices_per_trial: Annotated[int, Field(ge=1)] = 1
+    # Whether the device computes in bf16; those that do not (T4) train in fp16 mixed precision.
+    bf16: bool = True
+    # Share of peak_tflops a fine-tuning step reaches (model FLOPs utilisation); the plan's hours
+    # divide by it until measured runs calibrate it.
+    mfu: Annotated[float, Field(gt=0, le=1)] = 0.4
 
 
 class TrainConfig(_Strict):
@@ -262,7 +269,11 @@ def validate(raw: dict[str, Any]) -> Config:
         # A union (e.g. preset name or list) reports one error per branch; keep the first per key.
         seen: dict[tuple, str] = {}
         for err in exc.errors():
-            loc = tuple(p for p in err["loc"] if not isinstance(p, str) or not p.startswith(("list[", "literal[")))
+            loc = tuple(
+                p
+                for p in err["loc"]
+                if not isinstance(p, str) or not p.startswith(("list[", "literal["))
+            )
             seen.setdefault(loc, _describe({**err, "loc": loc}))
         raise ConfigError("; ".join(seen.values())) from None
 
@@ -326,6 +337,8 @@ def _hydra_message(exc: Exception) -> str:
         key = unknown_key.group(1)
         parent = key.rsplit(".", 1)[0] if "." in key else ""
         allowed = _allowed_keys(parent)
-        hint = f" (allowed under {parent or 'the top level'}: {', '.join(allowed)})" if allowed else ""
+        hint = (
+            f" (allowed under {parent or 'the top level'}: {', '.join(allowed)})" if allowed else ""
+        )
         return f"{key}: unknown key{hint}"
     return first

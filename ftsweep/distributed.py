@@ -256,7 +256,13 @@ def _train_on_worker(loop: dict[str, Any]) -> None:
     from ftsweep.models import resolve_model_path
     from ftsweep.tasks import get_task
     from ftsweep.tracking import TrialRun, run_params
-    from ftsweep.trial import PeakMemory, TrainedTokens, _make_callback, _training_arguments, run_name_for
+    from ftsweep.trial import (
+        PeakMemory,
+        TrainedTokens,
+        _make_callback,
+        _training_arguments,
+        run_name_for,
+    )
 
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()

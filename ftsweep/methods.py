@@ -34,7 +34,11 @@ def load_base_model(cfg: Config, path: str):
     from transformers import AutoModelForCausalLM
 
     dtype = DTYPES[cfg.train.precision]
-    kwargs = {"dtype": dtype, "trust_remote_code": cfg.model.trust_remote_code, "use_safetensors": None}
+    kwargs = {
+        "dtype": dtype,
+        "trust_remote_code": cfg.model.trust_remote_code,
+        "use_safetensors": None,
+    }
     if cfg.method.name == "qlora":
         from transformers import BitsAndBytesConfig
 

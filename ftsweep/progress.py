@@ -35,9 +35,16 @@ class SweepProgress:
 
         done = sum(r["status"] in FINAL_STATES for r in self.rows.values())
         elapsed = time.monotonic() - self.started
-        table = Table(title=f"ftsweep: {done}/{len(self.rows)} trials, {elapsed:,.0f} s", title_justify="left")
+        table = Table(
+            title=f"ftsweep: {done}/{len(self.rows)} trials, {elapsed:,.0f} s", title_justify="left"
+        )
         for column in ("trial", "run", "status", "step", "train loss", "quality", "wall s"):
-            table.add_column(column, justify="right" if column in ("step", "train loss", "quality", "wall s") else "left")
+            table.add_column(
+                column,
+                justify="right"
+                if column in ("step", "train loss", "quality", "wall s")
+                else "left",
+            )
         for trial_id, row in self.rows.items():
             table.add_row(
                 trial_id,
@@ -61,7 +68,9 @@ class SweepProgress:
             extra = ""
             if row["status"] in ("DONE", "RECORDED") and row.get("quality") is not None:
                 extra = f" quality={row['quality']:.3f} wall={row.get('wall_time_s', 0):.0f}s"
-            self.console.print(f"[{time.monotonic() - self.started:6.0f}s] {trial_id} ({row['name']}): {row['status']}{extra}")
+            self.console.print(
+                f"[{time.monotonic() - self.started:6.0f}s] {trial_id} ({row['name']}): {row['status']}{extra}"
+            )
 
     def __enter__(self) -> SweepProgress:
         global _current
@@ -123,7 +132,9 @@ class ProgressCallback(tune.Callback):
             if row.get("status") in ("RECORDED", "FAILED", "SKIPPED"):
                 return
             # A trial that ends without its final metrics was stopped early by the scheduler.
-            _current.update(_trial_id(trial), status="DONE" if row.get("quality") is not None else "STOPPED")
+            _current.update(
+                _trial_id(trial), status="DONE" if row.get("quality") is not None else "STOPPED"
+            )
 
     def on_trial_error(self, iteration, trials, trial, **info):
         if _current:

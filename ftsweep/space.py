@@ -49,11 +49,15 @@ def _method_config(sub: SearchSubspace, point: dict[str, Any], where: str) -> di
                 f"{where}.params.{key}: unknown knob for method {sub.method} "
                 f"(allowed: {', '.join(sorted(allowed - {'name'}))})"
             )
-    method = method_defaults(sub.method) | {k: v for k, v in point.items() if k not in PSEUDO_PARAMS}
+    method = method_defaults(sub.method) | {
+        k: v for k, v in point.items() if k not in PSEUDO_PARAMS
+    }
     ratio = point.get("lora_alpha_ratio")
     if ratio is not None:
         if sub.method == "full":
-            raise ConfigError(f"{where}.params.lora_alpha_ratio: applies to lora/qlora only, not full")
+            raise ConfigError(
+                f"{where}.params.lora_alpha_ratio: applies to lora/qlora only, not full"
+            )
         method["lora_alpha"] = ratio * method["lora_r"]
     return method
 

@@ -14,7 +14,10 @@ def best_per_method(runs: list) -> dict[str, object]:
         method = run.data.params.get("method", "?")
         key = (run.data.metrics.get("quality", -1.0), -run.data.metrics.get("cost_usd", 0.0))
         current = best.get(method)
-        if current is None or key > (current.data.metrics.get("quality", -1.0), -current.data.metrics.get("cost_usd", 0.0)):
+        if current is None or key > (
+            current.data.metrics.get("quality", -1.0),
+            -current.data.metrics.get("cost_usd", 0.0),
+        ):
             best[method] = run
     return best
 
@@ -24,8 +27,20 @@ def print_summary(console, cfg: Config, outcome: SweepOutcome) -> None:
 
     finished = finished_runs_by_trial(outcome.tracking_uri, outcome.experiment)
     runs = [finished[s.trial_id] for s in outcome.trials if s.trial_id in finished]
-    table = Table(title=f"best run per method ({len(runs)}/{len(outcome.trials)} trials finished)", title_justify="left")
-    for column in ("method", "run", "quality", "eval loss", "wall s", "cost $", "trainable", "artifact MB"):
+    table = Table(
+        title=f"best run per method ({len(runs)}/{len(outcome.trials)} trials finished)",
+        title_justify="left",
+    )
+    for column in (
+        "method",
+        "run",
+        "quality",
+        "eval loss",
+        "wall s",
+        "cost $",
+        "trainable",
+        "artifact MB",
+    ):
         table.add_column(column)
     for method, run in sorted(best_per_method(runs).items()):
         m = run.data.metrics
@@ -50,7 +65,9 @@ def print_summary(console, cfg: Config, outcome: SweepOutcome) -> None:
         console.print(f"[red]{trial_id} errored in Ray: {error}[/red]")
     store = outcome.tracking_uri
     if store.startswith("sqlite:///"):
-        console.print(f"MLflow UI: mlflow ui --backend-store-uri {store}   (or: make ui RESULTS={cfg.results_dir})")
+        console.print(
+            f"MLflow UI: mlflow ui --backend-store-uri {store}   (or: make ui RESULTS={cfg.results_dir})"
+        )
     else:
         console.print(f"MLflow UI: {store}")
 
@@ -62,5 +79,9 @@ def _unfinished_runs(outcome: SweepOutcome) -> list:
     if experiment is None:
         return []
     ids = {s.trial_id for s in outcome.trials}
-    runs = client.search_runs([experiment.experiment_id], filter_string="attributes.status != 'FINISHED'", max_results=10000)
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string="attributes.status != 'FINISHED'",
+        max_results=10000,
+    )
     return [r for r in runs if r.data.tags.get(TAG_TRIAL_ID) in ids]

@@ -42,7 +42,12 @@ def ray_experiment_name(cfg: Config, specs: list[TrialSpec]) -> str:
         identity = "\n".join(s.trial_id for s in specs)
     else:
         identity = json.dumps(
-            [cfg.sweep.algorithm, cfg.sweep.num_samples, [s.model_dump() for s in cfg.sweep.space], cfg.train.model_dump()],
+            [
+                cfg.sweep.algorithm,
+                cfg.sweep.num_samples,
+                [s.model_dump() for s in cfg.sweep.space],
+                cfg.train.model_dump(),
+            ],
             sort_keys=True,
             default=str,
         )
@@ -51,7 +56,14 @@ def ray_experiment_name(cfg: Config, specs: list[TrialSpec]) -> str:
 
 
 # Failures worth a retry (sweep.max_failures): the worker or the network went away, not the trial.
-TRANSIENT_ERRORS = ("RayActorError", "ActorDiedError", "WorkerCrashedError", "NodeDiedError", "ConnectionError", "TimeoutError")
+TRANSIENT_ERRORS = (
+    "RayActorError",
+    "ActorDiedError",
+    "WorkerCrashedError",
+    "NodeDiedError",
+    "ConnectionError",
+    "TimeoutError",
+)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -82,12 +94,17 @@ def _trainable(config: dict, base: dict, invocation_id: str) -> None:
     reason = _budget_block(cfg, spec.trial_id)
     if reason:
         skip_trial(cfg, spec.trial_id, spec.run_name, invocation_id, reason)
-        tune.report({"skipped": 1.0, "stop_reason": "skipped_budget", SCHEDULE_METRIC: float("inf")})
+        tune.report(
+            {"skipped": 1.0, "stop_reason": "skipped_budget", SCHEDULE_METRIC: float("inf")}
+        )
         return
+
     def report(metrics: dict) -> None:
         # Optuna and ASHA read their metric from every report: train-loss-only reports go to
         # MLflow and the progress display only when neither is in use.
-        if SCHEDULE_METRIC in metrics or (cfg.sweep.algorithm == "grid" and cfg.sweep.scheduler == "none"):
+        if SCHEDULE_METRIC in metrics or (
+            cfg.sweep.algorithm == "grid" and cfg.sweep.scheduler == "none"
+        ):
             tune.report(metrics)
 
     try:
@@ -96,15 +113,28 @@ def _trainable(config: dict, base: dict, invocation_id: str) -> None:
 
             # Train V2 workers report to Tune through their own callback.
             result = run_trial_on_workers(
-                cfg, spec.trial_id, cfg.method.num_workers, invocation_id, cpus_per_worker=cpus_per_worker(cfg)
+                cfg,
+                spec.trial_id,
+                cfg.method.num_workers,
+                invocation_id,
+                cpus_per_worker=cpus_per_worker(cfg),
             )
         else:
-            result = run_trial(cfg, trial_id=spec.trial_id, report=report, invocation_id=invocation_id)
+            result = run_trial(
+                cfg, trial_id=spec.trial_id, report=report, invocation_id=invocation_id
+            )
     except Exception as exc:
         if is_transient(exc):
             raise
         error = f"{type(exc).__name__}: {exc}"[:500]
-        tune.report({"failed": 1.0, "stop_reason": stop_reason_for(exc), "error": error, SCHEDULE_METRIC: float("inf")})
+        tune.report(
+            {
+                "failed": 1.0,
+                "stop_reason": stop_reason_for(exc),
+                "error": error,
+                SCHEDULE_METRIC: float("inf"),
+            }
+        )
         return
     # The final report comes after the MLflow run is closed: Tune may end the trial at any report.
     final = {**result.metrics, "step": cfg.train.max_steps, "stop_reason": result.stop_reason}
@@ -127,15 +157,16 @@ def _budget_block(cfg: Config, trial_id: str) -> str | None:
     return over_budget(cfg, runs, own[0].info.run_id if own else None)
 
 
-def trial_resources(cfg: Config, total_cpus: int) -> dict[str, float]:
+def trial_resources(cfg: Config, node_cpus: int) -> dict[str, float]:
     """One single-process trial's share: GPUs from the hardware group, CPUs split between
     concurrent trials."""
     concurrent = cfg.sweep.max_concurrent_trials
-    cpus = cfg.sweep.cpus_per_trial or max(1, total_cpus // concurrent)
-    resources: dict[str, float] = {"cpu": cpus}
     if cfg.hardware.device == "cuda":
-        resources["gpu"] = cfg.hardware.devices_per_trial
-    return resources
+        # A GPU trial needs a few CPUs to feed its device, not the node's share.
+        cpus = cfg.sweep.cpus_per_trial or 2
+        return {"cpu": cpus, "gpu": cfg.hardware.devices_per_trial}
+    cpus = cfg.sweep.cpus_per_trial or max(1, node_cpus // concurrent)
+    return {"cpu": cpus}
 
 
 def cpus_per_worker(cfg: Config) -> int:
@@ -165,7 +196,9 @@ def _start_ray(cfg: Config) -> int:
             ray.init(address=address, log_to_driver=False)
         else:
             ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
-    return int(ray.cluster_resources().get("CPU", 1))
+    # A trial runs on one node: its CPU share is cut from the largest node, not the cluster sum.
+    per_node = [n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")]
+    return int(max(per_node, default=1))
 
 
 def _check_sweep(cfg: Config) -> list[TrialSpec]:
@@ -173,7 +206,9 @@ def _check_sweep(cfg: Config) -> list[TrialSpec]:
     if not cfg.sweep.space:
         raise ConfigError("sweep.space is empty: choose a sweep with sweep=NAME (see sweeps/)")
     if cfg.sweep.scheduler == "asha" and cfg.train.eval_every is None:
-        raise ConfigError("sweep.scheduler=asha needs train.eval_every (steps between the evaluations its rungs compare)")
+        raise ConfigError(
+            "sweep.scheduler=asha needs train.eval_every (steps between the evaluations its rungs compare)"
+        )
     if cfg.sweep.algorithm == "grid":
         return expand(cfg)
     check_ranges(cfg.sweep.space)
@@ -191,7 +226,9 @@ def _searcher(cfg: Config):
         if cfg.sweep.algorithm == "optuna"
         else optuna.samplers.RandomSampler(seed=cfg.train.seed)
     )
-    return OptunaSearch(space=define_by_run(cfg.sweep.space), metric=SCHEDULE_METRIC, mode="min", sampler=sampler)
+    return OptunaSearch(
+        space=define_by_run(cfg.sweep.space), metric=SCHEDULE_METRIC, mode="min", sampler=sampler
+    )
 
 
 def _scheduler(cfg: Config):
@@ -230,16 +267,21 @@ def run_sweep(cfg: Config, console=None) -> SweepOutcome:
     experiment_id = ensure_experiment(client, experiment_name(cfg), results_path / "mlartifacts")
     abandoned = mark_abandoned_runs(client, experiment_id)
 
-    total_cpus = _start_ray(cfg)
-    resources = trial_resources(cfg, total_cpus)
+    node_cpus = _start_ray(cfg)
+    resources = trial_resources(cfg, node_cpus)
     base = _with_threads(cfg, int(resources["cpu"]))
     trials = [
-        {"trial_id": s.trial_id, "run_name": s.run_name, "config": _with_threads(s.config, int(resources["cpu"]))}
+        {
+            "trial_id": s.trial_id,
+            "run_name": s.run_name,
+            "config": _with_threads(s.config, int(resources["cpu"])),
+        }
         for s in specs
     ]
     invocation_id = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
     trainable = tune.with_resources(
-        tune.with_parameters(_trainable, base=base, invocation_id=invocation_id), _resources_for(base, resources)
+        tune.with_parameters(_trainable, base=base, invocation_id=invocation_id),
+        _resources_for(base, resources),
     )
     # Intermediate reports carry train loss or eval loss, not always both; ASHA and the searcher
     # skip a report without their metric, and every final report has it.
@@ -250,7 +292,9 @@ def run_sweep(cfg: Config, console=None) -> SweepOutcome:
     path = os.path.join(storage, name)
     if tune.Tuner.can_restore(path):
         progress.note(f"resuming sweep state from {path}")
-        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
+        tuner = tune.Tuner.restore(
+            path, trainable=trainable, resume_unfinished=True, resume_errored=False
+        )
     else:
         base_cfg = validate(base)
 
@@ -308,5 +352,7 @@ def finished_runs_by_trial(uri: str, experiment: str) -> dict[str, object]:
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return {}
-    runs = client.search_runs([found.experiment_id], filter_string="attributes.status = 'FINISHED'", max_results=10000)
+    runs = client.search_runs(
+        [found.experiment_id], filter_string="attributes.status = 'FINISHED'", max_results=10000
+    )
     return {r.data.tags.get(TAG_TRIAL_ID): r for r in runs}

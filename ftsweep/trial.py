@@ -40,7 +40,9 @@ class TrialResult:
 def trial_id_for(cfg: Config) -> str:
     """Stable id from what defines the trial: the same config always gives the same id."""
     identity = {"sweep": cfg.sweep.name, **run_params(cfg)}
-    digest = hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    digest = hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[
+        :10
+    ]
     return f"{cfg.method.name}-{digest}"
 
 
@@ -48,7 +50,9 @@ def run_name_for(cfg: Config) -> str:
     m = cfg.method
     parts = [m.name]
     if m.is_lora:
-        targets = m.target_modules if isinstance(m.target_modules, str) else "+".join(m.target_modules)
+        targets = (
+            m.target_modules if isinstance(m.target_modules, str) else "+".join(m.target_modules)
+        )
         parts += [f"r{m.lora_r}", f"a{m.lora_alpha:g}", targets]
     elif m.zero_stage:
         parts.append(f"zero{m.zero_stage}{'-offload' if m.offload else ''}")
@@ -140,7 +144,9 @@ def _make_callback(run: TrialRun, report: Reporter | None, counter):
                 return
             run.log_metrics({"eval_loss": eval_loss}, step=state.global_step)
             if report is not None:
-                report({"eval_loss": eval_loss, "step": state.global_step, "tokens": counter.tokens})
+                report(
+                    {"eval_loss": eval_loss, "step": state.global_step, "tokens": counter.tokens}
+                )
 
     return ProgressCallback()
 
@@ -198,11 +204,15 @@ def _training_arguments(cfg: Config, output_dir: str, show_progress: bool):
     )
 
 
-def skip_trial(cfg: Config, trial_id: str, run_name: str, invocation_id: str, reason: str) -> TrialResult:
+def skip_trial(
+    cfg: Config, trial_id: str, run_name: str, invocation_id: str, reason: str
+) -> TrialResult:
     """Record a trial that was not launched (e.g. over budget), and why."""
     run = TrialRun(cfg, trial_id, run_name, invocation_id)
     if run.already_finished:
-        return TrialResult(trial_id, run.run_id, "FINISHED", "already_recorded", run.recorded_metrics())
+        return TrialResult(
+            trial_id, run.run_id, "FINISHED", "already_recorded", run.recorded_metrics()
+        )
     run.finish("KILLED", "skipped_budget", reason)
     return TrialResult(trial_id, run.run_id, "KILLED", "skipped_budget")
 
@@ -218,7 +228,9 @@ def run_trial(
     trial_id = trial_id or trial_id_for(cfg)
     run = TrialRun(cfg, trial_id, run_name_for(cfg), invocation_id)
     if run.already_finished:
-        return TrialResult(trial_id, run.run_id, "FINISHED", "already_recorded", run.recorded_metrics())
+        return TrialResult(
+            trial_id, run.run_id, "FINISHED", "already_recorded", run.recorded_metrics()
+        )
     try:
         metrics = _train_and_evaluate(cfg, run, report, show_progress)
     except SystemExit:
@@ -248,7 +260,9 @@ def _release_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _train_and_evaluate(cfg: Config, run: TrialRun, report: Reporter | None, show_progress: bool) -> dict:
+def _train_and_evaluate(
+    cfg: Config, run: TrialRun, report: Reporter | None, show_progress: bool
+) -> dict:
     import torch
     from transformers import AutoTokenizer, Trainer, set_seed
 
@@ -305,7 +319,12 @@ def _train_and_evaluate(cfg: Config, run: TrialRun, report: Reporter | None, sho
             unset_hf_deepspeed_config()
             eval_model = AutoModelForCausalLM.from_pretrained(artifact_dir)
         quality = task_quality(
-            eval_model, tokenizer, task, eval_examples, cfg.train.eval_batch_size, cfg.train.max_new_tokens
+            eval_model,
+            tokenizer,
+            task,
+            eval_examples,
+            cfg.train.eval_batch_size,
+            cfg.train.max_new_tokens,
         )
         if cfg.method.is_lora:
             run.log_artifacts(artifact_dir, "adapter")

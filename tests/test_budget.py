@@ -21,11 +21,17 @@ def _run(run_id, method, status="FINISHED", steps=10, cost=None, wall=None):
 
 @pytest.fixture
 def cfg(tiny_config):
-    return tiny_config("method=lora", "train.max_steps=20", "++sweep.budget_usd=1.0", "++sweep.time_budget_s=1000")
+    return tiny_config(
+        "method=lora", "train.max_steps=20", "++sweep.budget_usd=1.0", "++sweep.time_budget_s=1000"
+    )
 
 
 def test_estimate_scales_measured_rate_by_steps(cfg):
-    runs = [_run("a", "lora", cost=0.10, wall=50), _run("b", "lora", cost=0.30, wall=150), _run("c", "full", cost=5, wall=900)]
+    runs = [
+        _run("a", "lora", cost=0.10, wall=50),
+        _run("b", "lora", cost=0.30, wall=150),
+        _run("c", "full", cost=5, wall=900),
+    ]
     estimate = estimate_trial(cfg, runs)
     # lora: mean $0.02/step and 10 s/step over 10-step runs -> 20 steps cost $0.40 and 200 s
     assert estimate.usd == pytest.approx(0.40)

@@ -10,7 +10,10 @@ import pytest
 
 def _ftsweep(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "ftsweep.cli", *args], capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "ftsweep.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -31,7 +34,10 @@ def test_help_does_not_import_torch():
     ("args", "fragment"),
     [
         (["train", "method=lorra"], "method=lorra: no such method (allowed: full, lora, qlora)"),
-        (["train", "method.learning_rate=-3"], "method.learning_rate=-3: Input should be greater than 0"),
+        (
+            ["train", "method.learning_rate=-3"],
+            "method.learning_rate=-3: Input should be greater than 0",
+        ),
         (["sweep", "sweep=nosuch"], "sweep=nosuch: no such sweep"),
         (["sweep", "train.max_steps=0", "sweep=smoke"], "train.max_steps=0"),
         (["train", "method.lerning_rate=1"], "method.lerning_rate: unknown key"),

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ftsweep.methods import apply_method, count_parameters, deepspeed_config, load_base_model, target_modules
+from ftsweep.methods import (
+    apply_method,
+    count_parameters,
+    deepspeed_config,
+    load_base_model,
+    target_modules,
+)
 from ftsweep.models import resolve_model_path
 
 
@@ -25,7 +31,9 @@ def _snapshot(model) -> dict[str, torch.Tensor]:
 
 def _load(tiny_config, method: str, *extra: str):
     cfg = tiny_config(f"method={method}", *extra)
-    return cfg, apply_method(load_base_model(cfg, resolve_model_path(cfg.model.name_or_path)), cfg.method)
+    return cfg, apply_method(
+        load_base_model(cfg, resolve_model_path(cfg.model.name_or_path)), cfg.method
+    )
 
 
 def test_lora_trains_adapters_only_and_leaves_base_bit_identical(tiny_config):
@@ -34,11 +42,15 @@ def test_lora_trains_adapters_only_and_leaves_base_bit_identical(tiny_config):
     _one_step(model)
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert changed, "a LoRA step changed nothing"
-    assert all("lora_" in n for n in changed), f"non-adapter weights changed: {changed - {n for n in changed if 'lora_' in n}}"
+    assert all("lora_" in n for n in changed), (
+        f"non-adapter weights changed: {changed - {n for n in changed if 'lora_' in n}}"
+    )
     # lora_B starts at zero, so after one step every adapter's B has moved.
     assert any("lora_B" in n for n in changed)
     # Only attention projections carry adapters under the "attention" preset.
-    adapted = {n.split(".lora_")[0].rsplit(".", 1)[-1] for n, _ in model.named_parameters() if "lora_" in n}
+    adapted = {
+        n.split(".lora_")[0].rsplit(".", 1)[-1] for n, _ in model.named_parameters() if "lora_" in n
+    }
     assert adapted == {"q_proj", "k_proj", "v_proj", "o_proj"}
 
 
@@ -49,7 +61,9 @@ def test_qlora_base_is_4bit_and_frozen(tiny_config):
     q_proj = model.base_model.model.model.layers[0].self_attn.q_proj.base_layer
     assert isinstance(q_proj, bnb.nn.Linear4bit)
     assert q_proj.weight.dtype == torch.uint8  # packed NF4
-    packed_before = {n: p.detach().clone() for n, p in model.named_parameters() if p.dtype == torch.uint8}
+    packed_before = {
+        n: p.detach().clone() for n, p in model.named_parameters() if p.dtype == torch.uint8
+    }
     assert packed_before
     before = _snapshot(model)
     _one_step(model)
@@ -86,6 +100,8 @@ def test_target_presets(tiny_config, preset, expected):
 def test_deepspeed_config_only_for_full_with_zero(tiny_config):
     assert deepspeed_config(tiny_config("method=lora").method) is None
     assert deepspeed_config(tiny_config("method=full", "method.zero_stage=0").method) is None
-    zero3 = deepspeed_config(tiny_config("method=full", "method.zero_stage=3", "method.offload=true").method)
+    zero3 = deepspeed_config(
+        tiny_config("method=full", "method.zero_stage=3", "method.offload=true").method
+    )
     assert zero3["zero_optimization"]["stage"] == 3
     assert zero3["zero_optimization"]["offload_optimizer"]["device"] == "cpu"

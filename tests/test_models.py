@@ -34,5 +34,7 @@ def test_smollm2_is_pretrained():
 
 def test_stale_gguf_marked_checkpoint_is_not_prepared(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"")
-    (tmp_path / "config.json").write_text(json.dumps({"quantization_config": {"quant_method": "gguf"}}))
+    (tmp_path / "config.json").write_text(
+        json.dumps({"quantization_config": {"quant_method": "gguf"}})
+    )
     assert not is_prepared(tmp_path)

@@ -30,7 +30,14 @@ def test_smoke_sweep_records_every_method(tmp_path):
         assert run.info.status == "FINISHED"
         assert run.data.tags[TAG_SWEEP] == "smoke"
         assert run.data.tags[TAG_STOP_REASON] == "completed"
-        for metric in ("quality", "wall_time_s", "cost_usd", "eval_loss", "tokens_per_s", "peak_mem_gb"):
+        for metric in (
+            "quality",
+            "wall_time_s",
+            "cost_usd",
+            "eval_loss",
+            "tokens_per_s",
+            "peak_mem_gb",
+        ):
             assert metric in run.data.metrics
     assert len({r.data.tags[TAG_TRIAL_ID] for r in runs}) == 3
     assert (tmp_path / "ray").is_dir()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -33,6 +34,18 @@ def _runs(results):
     return client.search_runs([experiment.experiment_id]) if experiment else []
 
 
+def _count_finished(db) -> int:
+    # Plain sqlite while the sweep may still be creating the store: MLflow's client would
+    # try to create (migrate) it too.
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=30) as conn:
+            return conn.execute("SELECT count(*) FROM runs WHERE status = 'FINISHED'").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
 @pytest.mark.slow
 def test_sigkill_mid_sweep_then_resume(tmp_path):
     expected = {s.trial_id for s in expand(compose(SMOKE))}
@@ -41,9 +54,8 @@ def test_sigkill_mid_sweep_then_resume(tmp_path):
     deadline = time.monotonic() + 300
     first_finished = None
     while time.monotonic() < deadline and proc.poll() is None:
-        finished = [r for r in _runs(tmp_path) if r.info.status == "FINISHED"]
-        if finished:
-            first_finished = finished[0]
+        if _count_finished(tmp_path / "mlflow.db"):
+            first_finished = next(r for r in _runs(tmp_path) if r.info.status == "FINISHED")
             break
         time.sleep(1)
     assert first_finished is not None, "no trial finished before the deadline"
@@ -53,7 +65,12 @@ def test_sigkill_mid_sweep_then_resume(tmp_path):
     assert len(before) < len(expected) or any(r.info.status == "RUNNING" for r in before)
 
     resumed = _sweep(tmp_path)
-    output, _ = resumed.communicate(timeout=600)
+    try:
+        output, _ = resumed.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        resumed.kill()
+        output, _ = resumed.communicate()
+        pytest.fail(f"the resumed sweep did not finish:\n{output[-4000:]}")
     assert resumed.returncode == 0, output[-4000:]
     assert "resuming sweep state" in output
 
