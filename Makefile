@@ -43,7 +43,7 @@ test-fast: install
 	$(BIN)/pytest -q -m "not slow"
 
 report: install
-	$(BIN)/ftsweep report sweep=$(SWEEP) results_dir=$(RESULTS)
+	$(BIN)/ftsweep report sweep=$(SWEEP) results_dir=$(RESULTS) $(ARGS)
 
 ui: install
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath $(RESULTS))/mlflow.db --host 127.0.0.1 --port 5000

@@ -7,18 +7,28 @@ Heavy libraries (torch, ray, transformers) are imported by the command that need
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 COMMANDS = {
     "train": "run one trial as a plain function call (no Ray), recorded in MLflow",
     "sweep": "run a sweep from sweeps/NAME.yaml with Ray Tune (sweep=NAME); rerun to resume",
+    "report": "write RESULTS/NAME/report.md, .html and plots from a sweep's MLflow runs [target=GPU]",
+    "adapters": "list a sweep's LoRA/QLoRA adapters with size and quality",
+    "merge": "merge an adapter into its base model: out=DIR [run=ID] (default: the recommended run)",
     "prepare": "prepare the built-in models (SmolLM2-135M from its package, tiny-llama)",
 }
+
+# Command arguments that are not config keys: taken out before Hydra composes the rest.
+EXTRA_ARGS = {"report": ("target",), "merge": ("run", "out"), "prepare": ("force",)}
+DEFAULT_TARGET_GPU = "a100-80gb"
 
 EPILOG = """examples:
   ftsweep train method=qlora method.lora_r=8 train.max_steps=20
   ftsweep sweep sweep=smoke results_dir=/tmp/x
-  ftsweep sweep sweep=lora_vs_full method.learning_rate=1e-4
+  ftsweep sweep sweep=lora_vs_full train.max_steps=20
+  ftsweep report sweep=smoke results_dir=/tmp/x target=h100
+  ftsweep merge sweep=smoke results_dir=/tmp/x out=/tmp/merged
 
 Overrides use Hydra syntax: group=option (model=, method=, data=, hardware=, sweep=) or key=value.
 """
@@ -115,10 +125,77 @@ def cmd_sweep(overrides: list[str]) -> int:
     return 1 if outcome.errors and not outcome.results else 0
 
 
-def cmd_prepare(overrides: list[str]) -> int:
+def split_extra_args(command: str, args: list[str]) -> tuple[dict[str, str], list[str]]:
+    """`target=h100 sweep=x` -> ({"target": "h100"}, ["sweep=x"]) for the command's own arguments."""
+    names = EXTRA_ARGS.get(command, ())
+    extra: dict[str, str] = {}
+    rest: list[str] = []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if sep and key in names:
+            extra[key] = value
+        else:
+            rest.append(arg)
+    return extra, rest
+
+
+def cmd_report(overrides: list[str], extra: dict[str, str]) -> int:
+    from ftsweep.config import compose
+
+    cfg = compose(overrides)
+    from ftsweep.report import write_report
+    from ftsweep.tracking import experiment_name, tracking_uri
+
+    experiment = experiment_name(cfg)
+    path = write_report(
+        tracking_uri(cfg),
+        experiment,
+        cfg.results_path / experiment,
+        extra.get("target", DEFAULT_TARGET_GPU),
+    )
+    print(f"report: {path}")
+    print(f"        {path.with_suffix('.html')}")
+    return 0
+
+
+def cmd_adapters(overrides: list[str], extra: dict[str, str]) -> int:
+    from ftsweep.config import compose
+
+    cfg = compose(overrides)
+    from ftsweep.adapters import format_adapters_table, list_adapters
+    from ftsweep.tracking import experiment_name, tracking_uri
+
+    print(format_adapters_table(list_adapters(tracking_uri(cfg), experiment_name(cfg))))
+    return 0
+
+
+def cmd_merge(overrides: list[str], extra: dict[str, str]) -> int:
+    from pathlib import Path
+
+    from ftsweep.config import ConfigError, compose
+
+    if not extra.get("out"):
+        raise ConfigError("out: required: the folder to write the merged checkpoint to (out=DIR)")
+    cfg = compose(overrides)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    from ftsweep.adapters import MergeMismatch, merge_adapter
+    from ftsweep.tracking import experiment_name, tracking_uri
+
+    try:
+        out = merge_adapter(
+            tracking_uri(cfg), experiment_name(cfg), extra.get("run"), Path(extra["out"])
+        )
+    except MergeMismatch as exc:
+        print(f"ftsweep: merge refused: {exc}", file=sys.stderr)
+        return 1
+    print(f"merged checkpoint: {out}  (loads with AutoModelForCausalLM.from_pretrained)")
+    return 0
+
+
+def cmd_prepare(overrides: list[str], extra: dict[str, str]) -> int:
     from ftsweep.models import prepare_builtin_models
 
-    for name, path in prepare_builtin_models(force="force=true" in overrides).items():
+    for name, path in prepare_builtin_models(force=extra.get("force") == "true").items():
         print(f"{name}: {path}")
     return 0
 
@@ -127,9 +204,17 @@ def main(argv: list[str] | None = None) -> int:
     from ftsweep.config import ConfigError
 
     args = _parser().parse_args(argv)
-    handler = {"train": cmd_train, "sweep": cmd_sweep, "prepare": cmd_prepare}[args.command]
+    handlers = {
+        "train": lambda rest, extra: cmd_train(rest),
+        "sweep": lambda rest, extra: cmd_sweep(rest),
+        "report": cmd_report,
+        "adapters": cmd_adapters,
+        "merge": cmd_merge,
+        "prepare": cmd_prepare,
+    }
+    extra, rest = split_extra_args(args.command, args.overrides)
     try:
-        return handler(args.overrides)
+        return handlers[args.command](rest, extra)
     except ConfigError as exc:
         print(f"ftsweep: config error: {exc}", file=sys.stderr)
         return 2

@@ -187,15 +187,21 @@ def _resources_for(base: dict, single_process: dict[str, float]):
     return resources
 
 
+# A stopped trial's thread closes its MLflow run before a reused worker takes the next trial;
+# Ray's default wait (2 s) can run out on a busy machine, and the worker is then killed mid-write.
+WORKER_ENV = {"TUNE_FUNCTION_THREAD_TIMEOUT_S": "120"}
+
+
 def _start_ray(cfg: Config) -> int:
     import ray
 
     if not ray.is_initialized():
         address = os.environ.get("RAY_ADDRESS")
+        env = {"runtime_env": {"env_vars": WORKER_ENV}}
         if address:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, log_to_driver=False, **env)
         else:
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, **env)
     # A trial runs on one node: its CPU share is cut from the largest node, not the cluster sum.
     per_node = [n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")]
     return int(max(per_node, default=1))
@@ -325,6 +331,10 @@ def run_sweep(cfg: Config, console=None) -> SweepOutcome:
         )
     with progress:
         grid = tuner.fit()
+    interrupted = progress.interrupted or grid.num_terminated + grid.num_errors < len(grid)
+    if not interrupted:
+        # Every trial has ended: a run still RUNNING lost its worker before it could close.
+        mark_abandoned_runs(client, experiment_id, reason="worker_lost")
     base_cfg = validate(base)
     results: dict[str, dict] = {}
     errors: dict[str, str] = {}
@@ -334,7 +344,6 @@ def run_sweep(cfg: Config, console=None) -> SweepOutcome:
             errors[trial_id] = f"{type(result.error).__name__}: {result.error}".splitlines()[0]
         else:
             results[trial_id] = dict(result.metrics or {})
-    interrupted = progress.interrupted or grid.num_terminated + grid.num_errors < len(grid)
     ran = specs or [_trial_of(r.config, base_cfg) for r in grid]
     return SweepOutcome(experiment_name(cfg), uri, ran, results, errors, interrupted)
 
