@@ -92,17 +92,10 @@ def cmd_train(overrides: list[str]) -> int:
 def _print_metrics(console, metrics: dict) -> None:
     from rich.table import Table
 
+    from ftsweep.tracking import METRICS
+
     table = Table("metric", "value")
-    for key in (
-        "quality",
-        "eval_loss",
-        "wall_time_s",
-        "tokens_per_s",
-        "peak_mem_gb",
-        "trainable_params",
-        "artifact_mb",
-        "cost_usd",
-    ):
+    for key in METRICS:
         if key in metrics:
             table.add_row(key, f"{metrics[key]:.6g}")
     console.print(table)

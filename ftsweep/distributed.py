@@ -246,21 +246,19 @@ class _NoRecord:
 def _train_on_worker(loop: dict[str, Any]) -> None:
     """One worker's part of the trial: the pieces of `ftsweep.trial` on this worker's shard."""
     import ray.train
-    import torch
     import torch.distributed as dist
-    from transformers import AutoTokenizer, Trainer, set_seed
+    from transformers import Trainer
 
-    from ftsweep.data import PadCollator, TokenizedDataset
+    from ftsweep.data import PadCollator
     from ftsweep.evaluate import task_quality
     from ftsweep.methods import apply_method, count_parameters, folder_size_mb, load_base_model
-    from ftsweep.models import resolve_model_path
-    from ftsweep.tasks import get_task
     from ftsweep.tracking import TrialRun, run_params
     from ftsweep.trial import (
         PeakMemory,
         TrainedTokens,
         _make_callback,
         _training_arguments,
+        prepare_inputs,
         run_name_for,
     )
 
@@ -278,18 +276,10 @@ def _train_on_worker(loop: dict[str, Any]) -> None:
         # Every rank reports at the same steps: ray.train.report waits for all workers.
         ray.train.report({**metrics, "rank": rank})
 
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    set_seed(cfg.train.seed)
-    path = resolve_model_path(cfg.model.name_or_path)
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    task = get_task(cfg.data.task)
     # Every worker builds the same examples; the Trainer's distributed sampler shards them.
-    train_examples, eval_examples = task.split(cfg.data.num_train, cfg.data.num_eval, cfg.data.seed)
-    train_set = TokenizedDataset(tokenizer, train_examples, cfg.train.seq_len)
-    eval_set = TokenizedDataset(tokenizer, eval_examples, cfg.train.seq_len)
+    inputs = prepare_inputs(cfg)
+    path, tokenizer, task = inputs.model_path, inputs.tokenizer, inputs.task
+    train_set, eval_set, eval_examples = inputs.train_set, inputs.eval_set, inputs.eval_examples
 
     with tempfile.TemporaryDirectory(prefix="ftsweep-worker-") as workdir, PeakMemory() as memory:
         model = apply_method(load_base_model(cfg, path), cfg.method)

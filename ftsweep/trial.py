@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ftsweep.config import Config
-from ftsweep.tracking import TrialRun, run_params
+from ftsweep.tracking import TAG_PEAK_MEM_GB, TAG_PLAN_PEAK_GB, TrialRun, run_params
 
 Reporter = Callable[[dict], None]
 
@@ -70,6 +70,54 @@ def stop_reason_for(exc: BaseException) -> str:
     if isinstance(exc, MemoryError | torch.OutOfMemoryError):
         return "oom"
     return "failed"
+
+
+def planned_peak_gb(cfg: Config) -> float | None:
+    """The plan's estimate of this trial's peak memory per device, in GB (None without one).
+
+    The trial as configured, as `ftsweep.plan.check_fits` judges it before a sweep launches it.
+    """
+    if cfg.model.architecture is None:
+        return None
+    try:
+        from ftsweep.plan import Workload, _settings, estimate
+
+        m, hw = cfg.method, cfg.hardware
+        workers = 1 if m.is_lora else m.num_workers
+        on_cpu = hw.device == "cpu"
+        option = estimate(
+            _settings(cfg, cfg.train.precision, Workload()),
+            hw,
+            m.name,
+            num_gpus=1 if on_cpu else workers,
+            zero_stage=m.zero_stage,
+            offload=m.offload,
+            processes_per_device=workers if on_cpu else 1,
+        )
+    except Exception:  # an estimate that cannot be made must not hide the failure's record
+        return None
+    return option.est_peak_gb_per_gpu
+
+
+def failure_peak_gb() -> float:
+    """Peak memory when a trial fails: CUDA's allocator peak on a GPU, else the process's peak
+    resident memory (the worker's lifetime peak: it may include an earlier trial)."""
+    import resource
+
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 1e9
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # KiB on Linux
+
+
+def oom_tags(cfg: Config) -> dict[str, str]:
+    """Beside an out-of-memory failure: the plan's estimate and the peak measured at failure."""
+    tags = {TAG_PEAK_MEM_GB: f"{failure_peak_gb():.3f}"}
+    planned = planned_peak_gb(cfg)
+    if planned is not None:
+        tags[TAG_PLAN_PEAK_GB] = f"{planned:.3f}"
+    return tags
 
 
 class PeakMemory:
@@ -241,7 +289,9 @@ def run_trial(
         run.finish("KILLED", "interrupted", f"{type(exc).__name__}: {exc}")
         raise
     except Exception as exc:
-        run.finish("FAILED", stop_reason_for(exc), f"{type(exc).__name__}: {exc}")
+        reason = stop_reason_for(exc)
+        tags = oom_tags(cfg) if reason == "oom" else None
+        run.finish("FAILED", reason, f"{type(exc).__name__}: {exc}", tags=tags)
         raise
     finally:
         _release_memory()
@@ -260,32 +310,60 @@ def _release_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _train_and_evaluate(
-    cfg: Config, run: TrialRun, report: Reporter | None, show_progress: bool
-) -> dict:
-    import torch
-    from transformers import AutoTokenizer, Trainer, set_seed
+@dataclass
+class TrialInputs:
+    """What a trial trains and evaluates on, built the same way in every process that trains."""
 
-    from ftsweep.cost import run_cost_usd
-    from ftsweep.data import PadCollator, TokenizedDataset
-    from ftsweep.evaluate import task_quality
-    from ftsweep.methods import apply_method, count_parameters, folder_size_mb, load_base_model
+    model_path: str
+    tokenizer: object
+    task: object
+    eval_examples: list
+    train_set: object
+    eval_set: object
+
+
+def prepare_inputs(cfg: Config) -> TrialInputs:
+    """Threads and seed set; tokenizer loaded; the task's examples split and tokenized."""
+    import torch
+    from transformers import AutoTokenizer, set_seed
+
+    from ftsweep.data import TokenizedDataset
     from ftsweep.models import resolve_model_path
     from ftsweep.tasks import get_task
 
-    started = time.perf_counter()
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     set_seed(cfg.train.seed)
-
     path = resolve_model_path(cfg.model.name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    task = get_task(cfg.data.task)
+    task = get_task(cfg.data)
     train_examples, eval_examples = task.split(cfg.data.num_train, cfg.data.num_eval, cfg.data.seed)
-    train_set = TokenizedDataset(tokenizer, train_examples, cfg.train.seq_len)
-    eval_set = TokenizedDataset(tokenizer, eval_examples, cfg.train.seq_len)
+    return TrialInputs(
+        model_path=path,
+        tokenizer=tokenizer,
+        task=task,
+        eval_examples=eval_examples,
+        train_set=TokenizedDataset(tokenizer, train_examples, cfg.train.seq_len),
+        eval_set=TokenizedDataset(tokenizer, eval_examples, cfg.train.seq_len),
+    )
+
+
+def _train_and_evaluate(
+    cfg: Config, run: TrialRun, report: Reporter | None, show_progress: bool
+) -> dict:
+    from transformers import Trainer
+
+    from ftsweep.cost import run_cost_usd
+    from ftsweep.data import PadCollator
+    from ftsweep.evaluate import task_quality
+    from ftsweep.methods import apply_method, count_parameters, folder_size_mb, load_base_model
+
+    started = time.perf_counter()
+    inputs = prepare_inputs(cfg)
+    path, tokenizer, task = inputs.model_path, inputs.tokenizer, inputs.task
+    train_set, eval_set, eval_examples = inputs.train_set, inputs.eval_set, inputs.eval_examples
 
     with tempfile.TemporaryDirectory(prefix="ftsweep-trial-") as workdir, PeakMemory() as memory:
         model = apply_method(load_base_model(cfg, path), cfg.method)
@@ -317,7 +395,7 @@ def _train_and_evaluate(
 
             # While the ZeRO-3 config is live, from_pretrained would partition this model too.
             unset_hf_deepspeed_config()
-            eval_model = AutoModelForCausalLM.from_pretrained(artifact_dir)
+            eval_model = AutoModelForCausalLM.from_pretrained(artifact_dir, use_safetensors=True)
         quality = task_quality(
             eval_model,
             tokenizer,
