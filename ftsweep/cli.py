@@ -16,11 +16,17 @@ COMMANDS = {
     "report": "write RESULTS/NAME/report.md, .html and plots from a sweep's MLflow runs [target=GPU]",
     "adapters": "list a sweep's LoRA/QLoRA adapters with size and quality",
     "merge": "merge an adapter into its base model: out=DIR [run=ID] (default: the recommended run)",
+    "plan": "estimate memory, hours and dollars per method and GPU layout, before launch (no weights)",
     "prepare": "prepare the built-in models (SmolLM2-135M from its package, tiny-llama)",
 }
 
 # Command arguments that are not config keys: taken out before Hydra composes the rest.
-EXTRA_ARGS = {"report": ("target",), "merge": ("run", "out"), "prepare": ("force",)}
+EXTRA_ARGS = {
+    "report": ("target",),
+    "merge": ("run", "out"),
+    "plan": ("examples", "tokens_per_example", "epochs", "max_gpus"),
+    "prepare": ("force",),
+}
 DEFAULT_TARGET_GPU = "a100-80gb"
 
 EPILOG = """examples:
@@ -185,6 +191,35 @@ def cmd_merge(overrides: list[str], extra: dict[str, str]) -> int:
     return 0
 
 
+def cmd_plan(overrides: list[str], extra: dict[str, str]) -> int:
+    from ftsweep.config import ConfigError, compose
+
+    cfg = compose(overrides)
+    from ftsweep.plan import Workload, format_plan_table, plan, write_plan_json
+
+    try:
+        numbers = {k: int(v) for k, v in extra.items()}
+    except ValueError:
+        raise ConfigError(
+            f"{extra}: examples, tokens_per_example, epochs and max_gpus are integers"
+        ) from None
+    workload_keys = {"examples", "tokens_per_example", "epochs"}
+    workload = Workload(**{k: v for k, v in numbers.items() if k in workload_keys})
+    chosen = {o.split("=", 1)[0] for o in overrides}
+    options = plan(
+        cfg,
+        # A method or hardware the user names narrows the plan; the defaults do not.
+        methods=[cfg.method.name] if "method" in chosen else ("full", "lora", "qlora"),
+        hardware=[cfg.hardware.name] if "hardware" in chosen else None,
+        workload=workload,
+        **({"max_gpus": numbers["max_gpus"]} if "max_gpus" in numbers else {}),
+    )
+    print(format_plan_table(options))
+    path = write_plan_json(options, cfg.results_path / "plan.json")
+    print(f"plan: {path}")
+    return 0
+
+
 def cmd_prepare(overrides: list[str], extra: dict[str, str]) -> int:
     from ftsweep.models import prepare_builtin_models
 
@@ -203,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         "report": cmd_report,
         "adapters": cmd_adapters,
         "merge": cmd_merge,
+        "plan": cmd_plan,
         "prepare": cmd_prepare,
     }
     extra, rest = split_extra_args(args.command, args.overrides)

@@ -16,12 +16,12 @@ BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 # NF4 with double quantisation: 4-bit weights (0.5 B) + an 8-bit absmax per 64-weight block
 # + an fp32 second-level scale per 256 blocks = 0.5 + 1/64 + 4/16384 = 0.5159 bytes per weight.
 NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)
-# What a device holds before the model: on CUDA the context and cuBLAS workspaces (which
-# torch.cuda.max_memory_allocated does not count); on CPU the resident Python + torch +
-# transformers + peft + mlflow process with its tokenizer and data, measured at the start of a
-# SmolLM2-135M trial on this project's CPU machines.
+# What a device holds besides the tensors counted here. CUDA: the context and cuBLAS workspaces
+# (which torch.cuda.max_memory_allocated does not count). CPU: the resident process, 0.69 GB at a
+# SmolLM2-135M trial's start (Python, torch, transformers, peft, mlflow, tokenizer, data) + ~0.3 GB
+# that training adds (Trainer, allocator slack): 1.0 GB, fitted to six measured peak RSS.
 GPU_RUNTIME_GB = 1.0
-CPU_RUNTIME_GB = 0.9
+CPU_RUNTIME_GB = 1.0
 # QLoRA dequantises each NF4 weight before its matmul, forward and backward: a common ~30% loss
 # of throughput against 16-bit LoRA. An assumption until measured runs calibrate it.
 QLORA_SPEED = 0.7
@@ -58,14 +58,28 @@ class Memory:
     activations: float
     runtime: float
     host: float = 0.0  # offloaded states in the machine's CPU memory, all its GPUs together
+    # DeepSpeed keeps its gradient buffers between steps. torch frees grads at zero_grad, and
+    # backward builds them as it frees activations, so the peak holds the larger of the two.
+    grads_persist: bool = True
 
     @property
     def total(self) -> float:
-        return self.weights + self.grads + self.optimizer + self.activations + self.runtime
+        if self.grads_persist:
+            held = self.grads + self.activations
+        else:
+            held = max(self.grads, self.activations)
+        return self.weights + self.optimizer + held + self.runtime
 
     def describe(self) -> str:
-        parts = ("weights", "grads", "optimizer", "activations", "runtime")
-        return " + ".join(f"{p} {getattr(self, p):.1f}" for p in parts if getattr(self, p) >= 0.05)
+        def part(name: str) -> str:
+            return f"{name} {getattr(self, name):.1f}"
+
+        held = (
+            [part("grads"), part("activations")]
+            if self.grads_persist
+            else [f"max({part('grads')}, {part('activations')})"]
+        )
+        return " + ".join([part("weights"), part("optimizer"), *held, part("runtime")])
 
 
 # --- the model's shape -----------------------------------------------------------------------
@@ -124,23 +138,29 @@ def adapter_params(arch: ArchitectureConfig, adapter: Adapter) -> int:
 def activation_gb(
     arch: ArchitectureConfig, tokens: int, act_bytes: int, adapter: Adapter | None = None
 ) -> float:
-    """Tensors the forward pass keeps for backward, for `tokens` tokens (batch x seq_len)."""
+    """Tensors the forward pass keeps for backward, for `tokens` tokens (batch x seq_len).
+
+    Checked against what autograd saves in SmolLM2-135M (fp32, SDPA attention): 1.54 MB per token
+    measured, 1.53 MB counted below without the backward's logit gradients.
+    """
     h, kv, i = arch.hidden_size, kv_dim(arch), arch.intermediate_size
     # Per layer per token, in elements: two RMSNorms x (input, normalised, output) 6h, q h, k and v
-    # 2kv, the attention output twice 2h (SDPA keeps it; o_proj gets a contiguous copy), and the
-    # MLP's gate, act(gate), up and their product 4i.
-    per_layer = 9 * h + 2 * kv + 4 * i
+    # 2kv, the attention output h, and the MLP's gate, act(gate), up and their product 4i.
+    per_layer = (8 * h + 2 * kv + 4 * i) * act_bytes
+    if act_bytes < 4:
+        # 16-bit training: each RMSNorm keeps its input upcast to fp32 (2 more bytes x 2 norms)
+        per_layer += 2 * h * (4 - act_bytes)
     if adapter is not None:
         # each adapter's r-wide middle, and with dropout a dropped copy of its input
         shapes = linear_shapes(arch)
-        per_layer += sum(
+        per_layer += act_bytes * sum(
             adapter.r + (shapes[t][0] if adapter.dropout else 0) for t in adapter.targets
         )
     # Logits, per vocab entry at the start of backward: the logits (compute dtype), the fp32
     # log-softmax the loss keeps, the fp32 gradients of its output and input, and (16-bit only)
     # that gradient cast back: 4 + 4 + 4 + 4 = 16 bytes in fp32, 2 + 4 + 4 + 4 + 2 = 16 in bf16.
     logits = arch.vocab_size * 16
-    return tokens * (arch.num_layers * per_layer * act_bytes + logits) / GB
+    return tokens * (arch.num_layers * per_layer + logits) / GB
 
 
 def full_memory(
@@ -159,6 +179,7 @@ def full_memory(
             optimizer=p * 8 / GB,
             activations=0.0,
             runtime=0.0,
+            grads_persist=False,
         )
     # DeepSpeed, as its estimate_zero2_model_states_mem_needs counts: params (w) and grads (w) in
     # the training precision, fp32 grads for the step (4, mixed only), fp32 master weights (4) and
@@ -198,6 +219,7 @@ def adapter_memory(
         optimizer=8 * a / GB,
         activations=0.0,
         runtime=0.0,
+        grads_persist=False,
     )
 
 

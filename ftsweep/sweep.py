@@ -216,9 +216,23 @@ def _check_sweep(cfg: Config) -> list[TrialSpec]:
             "sweep.scheduler=asha needs train.eval_every (steps between the evaluations its rungs compare)"
         )
     if cfg.sweep.algorithm == "grid":
-        return expand(cfg)
+        specs = expand(cfg)
+        _refuse_what_cannot_fit(cfg, specs)
+        return specs
     check_ranges(cfg.sweep.space)
     return []
+
+
+def _refuse_what_cannot_fit(cfg: Config, specs: list[TrialSpec]) -> None:
+    """The memory plan's verdict on every trial, before anything runs (sweep.force overrides)."""
+    from ftsweep.plan import check_fits
+
+    if cfg.sweep.force:
+        return
+    for spec in specs:
+        reason = check_fits(spec.config)
+        if reason:
+            raise ConfigError(f"{spec.run_name}: {reason} (sweep.force=true launches it anyway)")
 
 
 def _searcher(cfg: Config):

@@ -73,30 +73,14 @@ def stop_reason_for(exc: BaseException) -> str:
 
 
 def planned_peak_gb(cfg: Config) -> float | None:
-    """The plan's estimate of this trial's peak memory per device, in GB (None without one).
-
-    The trial as configured, as `ftsweep.plan.check_fits` judges it before a sweep launches it.
-    """
-    if cfg.model.architecture is None:
-        return None
+    """The plan's estimate of this trial's peak memory per device, in GB (None without one)."""
     try:
-        from ftsweep.plan import Workload, _settings, estimate
+        from ftsweep.plan import estimate_trial
 
-        m, hw = cfg.method, cfg.hardware
-        workers = 1 if m.is_lora else m.num_workers
-        on_cpu = hw.device == "cpu"
-        option = estimate(
-            _settings(cfg, cfg.train.precision, Workload()),
-            hw,
-            m.name,
-            num_gpus=1 if on_cpu else workers,
-            zero_stage=m.zero_stage,
-            offload=m.offload,
-            processes_per_device=workers if on_cpu else 1,
-        )
+        option = estimate_trial(cfg)
     except Exception:  # an estimate that cannot be made must not hide the failure's record
         return None
-    return option.est_peak_gb_per_gpu
+    return option and option.est_peak_gb_per_gpu
 
 
 def failure_peak_gb() -> float:
@@ -236,6 +220,9 @@ def _training_arguments(cfg: Config, output_dir: str, show_progress: bool):
         warmup_steps=int(cfg.method.warmup_ratio * cfg.train.max_steps),
         lr_scheduler_type="linear",
         logging_steps=cfg.train.log_every,
+        # HF's default replaces a NaN/inf step loss by the window's average (0 when every step
+        # is NaN), which would hide divergence from the callback that stops on it.
+        logging_nan_inf_filter=False,
         save_strategy="no",
         eval_strategy="steps" if cfg.train.eval_every else "no",
         eval_steps=cfg.train.eval_every,

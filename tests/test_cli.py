@@ -56,3 +56,41 @@ def test_sweep_without_a_space_is_refused():
     out = _ftsweep("sweep")
     assert out.returncode == 2
     assert "sweep.space is empty" in out.stderr
+
+
+def test_plan_for_7b_writes_plan_json(tmp_path):
+    import json
+
+    out = _ftsweep("plan", "model=llama-2-7b", f"results_dir={tmp_path}", "max_gpus=4")
+    assert out.returncode == 0, out.stderr
+    assert "lora" in out.stdout and "qlora" in out.stdout
+    options = json.loads((tmp_path / "plan.json").read_text())
+    keys = {"method", "gpu", "num_gpus", "est_peak_gb_per_gpu", "est_hours", "est_cost_usd", "fits"}
+    assert all(keys <= set(o) for o in options)
+    assert max(o["num_gpus"] for o in options) <= 4
+
+    def single_gpu_peak(method):
+        # One GPU, no ZeRO sharding and no offload.
+        return min(
+            o["est_peak_gb_per_gpu"]
+            for o in options
+            if o["method"] == method
+            and o["num_gpus"] == 1
+            and o["gpu"] == "h100"
+            and not o.get("zero_stage")
+            and not o.get("offload")
+        )
+
+    assert single_gpu_peak("full") > 80 > single_gpu_peak("lora") > single_gpu_peak("qlora")
+    assert any(o["method"] == "qlora" and o["gpu"] == "t4" and o["fits"] for o in options)
+
+
+def test_plan_naming_a_method_narrows_it(tmp_path):
+    import json
+
+    out = _ftsweep(
+        "plan", "model=mistral-7b", "method=qlora", "hardware=t4", f"results_dir={tmp_path}"
+    )
+    assert out.returncode == 0, out.stderr
+    options = json.loads((tmp_path / "plan.json").read_text())
+    assert {(o["method"], o["gpu"]) for o in options} == {("qlora", "t4")}
