@@ -11,7 +11,7 @@ VENV  := .venv
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.ftsweep-installed
 
-.PHONY: install sweep train test test-fast report ui lint format clean distclean
+.PHONY: install sweep train test test-fast report plan bench ui tracking-server lint format clean distclean
 
 install: $(STAMP)
 	@$(BIN)/ftsweep prepare
@@ -44,6 +44,20 @@ test-fast: install
 
 report: install
 	$(BIN)/ftsweep report sweep=$(SWEEP) results_dir=$(RESULTS) $(ARGS)
+
+# Cluster mode: an MLflow tracking server over PostgreSQL that trials on other machines log to
+# (tracking.uri=http://HOST:PORT). Without FTSWEEP_BACKEND_STORE_URI in the environment it starts
+# a local PostgreSQL cluster in $(RESULTS)/postgres (Debian: apt-get install postgresql).
+# Loopback only unless TRACKING_HOST says otherwise: MLflow has no authentication.
+TRACKING_HOST ?= 127.0.0.1
+TRACKING_PORT ?= 5000
+
+tracking-server: install
+	$(BIN)/python -m ftsweep.server --host $(TRACKING_HOST) --port $(TRACKING_PORT) \
+	  --artifacts $(RESULTS)/mlartifacts --state-dir $(RESULTS)/postgres
+
+plan: install
+	$(BIN)/ftsweep plan results_dir=$(RESULTS) $(ARGS)
 
 ui: install
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath $(RESULTS))/mlflow.db --host 127.0.0.1 --port 5000

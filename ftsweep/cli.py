@@ -69,7 +69,9 @@ def cmd_train(overrides: list[str]) -> int:
     from ftsweep.config import compose
 
     cfg = compose(overrides)
-    from ftsweep.tracking import experiment_name, tracking_uri
+    from rich.markup import escape
+
+    from ftsweep.tracking import experiment_name, redact_uri, tracking_uri
     from ftsweep.trial import run_name_for, run_trial
 
     console = _console()
@@ -82,7 +84,8 @@ def cmd_train(overrides: list[str]) -> int:
         from ftsweep.trial import stop_reason_for
 
         console.print(
-            f"[red]ftsweep: trial failed ({stop_reason_for(exc)}): {type(exc).__name__}: {exc}[/red]"
+            f"[red]ftsweep: trial failed ({stop_reason_for(exc)}): "
+            f"{escape(redact_uri(f'{type(exc).__name__}: {exc}'))}[/red]"
         )
         return 1
     if result.stop_reason == "already_recorded":
@@ -91,7 +94,7 @@ def cmd_train(overrides: list[str]) -> int:
             "change a knob, the seed, or tracking.experiment= to train again"
         )
     _print_metrics(console, result.metrics)
-    console.print(f"experiment {experiment_name(cfg)!r} in {tracking_uri(cfg)}")
+    console.print(f"experiment {experiment_name(cfg)!r} in {redact_uri(tracking_uri(cfg))}")
     return 0
 
 

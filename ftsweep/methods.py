@@ -37,7 +37,8 @@ def load_base_model(cfg: Config, path: str):
     kwargs = {
         "dtype": dtype,
         "trust_remote_code": cfg.model.trust_remote_code,
-        "use_safetensors": None,
+        # Weights load from safetensors only: a pickled checkpoint (.bin) can run code.
+        "use_safetensors": True,
     }
     if cfg.method.name == "qlora":
         from transformers import BitsAndBytesConfig

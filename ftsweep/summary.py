@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ftsweep.config import Config
 from ftsweep.sweep import SweepOutcome, finished_runs_by_trial
-from ftsweep.tracking import TAG_ERROR, TAG_STOP_REASON, TAG_TRIAL_ID, get_client
+from ftsweep.tracking import TAG_ERROR, TAG_STOP_REASON, TAG_TRIAL_ID, get_client, redact_uri
 
 
 def best_per_method(runs: list) -> dict[str, object]:
@@ -62,8 +62,8 @@ def print_summary(console, cfg: Config, outcome: SweepOutcome) -> None:
             f"{tags.get(TAG_STOP_REASON)}: {tags.get(TAG_ERROR, '')}[/yellow]"
         )
     for trial_id, error in outcome.errors.items():
-        console.print(f"[red]{trial_id} errored in Ray: {error}[/red]")
-    store = outcome.tracking_uri
+        console.print(f"[red]{trial_id} errored in Ray: {redact_uri(error)}[/red]")
+    store = redact_uri(outcome.tracking_uri)  # a server's URI may carry a password or token
     if store.startswith("sqlite:///"):
         console.print(
             f"MLflow UI: mlflow ui --backend-store-uri {store}   (or: make ui RESULTS={cfg.results_dir})"

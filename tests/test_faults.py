@@ -1,0 +1,111 @@
+"""Faults a trial survives: out of memory and divergence are recorded FAILED with their reason."""
+
+from __future__ import annotations
+
+import pytest
+
+from ftsweep.tracking import (
+    TAG_ERROR,
+    TAG_PEAK_MEM_GB,
+    TAG_PLAN_PEAK_GB,
+    TAG_STOP_REASON,
+    get_client,
+    tracking_uri,
+)
+from ftsweep.trial import TrialDiverged, planned_peak_gb, run_trial
+
+
+def _only_run(cfg):
+    client = get_client(tracking_uri(cfg))
+    experiment = client.get_experiment_by_name(cfg.sweep.name)
+    (run,) = client.search_runs([experiment.experiment_id])
+    return run
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        MemoryError("cannot allocate 2.1 GB"),
+        "cuda",  # torch.OutOfMemoryError, what CUDA raises
+    ],
+)
+def test_out_of_memory_is_recorded_with_the_plans_estimate(tiny_config, monkeypatch, error):
+    import torch
+    from transformers import Trainer
+
+    if error == "cuda":
+        error = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    def out_of_memory(self, *args, **kwargs):
+        raise error
+
+    # The model and the Trainer are built for real; the first training step runs out of memory.
+    monkeypatch.setattr(Trainer, "train", out_of_memory)
+    cfg = tiny_config("sweep.name=oom")
+    with pytest.raises(type(error)):
+        run_trial(cfg)
+    run = _only_run(cfg)
+    tags = run.data.tags
+    assert run.info.status == "FAILED"
+    assert tags[TAG_STOP_REASON] == "oom"
+    assert type(error).__name__ in tags[TAG_ERROR]
+    planned = planned_peak_gb(cfg)
+    assert planned is not None and planned > 0
+    assert float(tags[TAG_PLAN_PEAK_GB]) == pytest.approx(planned, abs=1e-3)
+    assert float(tags[TAG_PEAK_MEM_GB]) > 0
+
+
+def test_no_estimate_without_an_architecture_block(tiny_config):
+    cfg = tiny_config()
+    bare = cfg.model_copy(update={"model": cfg.model.model_copy(update={"architecture": None})})
+    assert planned_peak_gb(bare) is None
+
+
+def test_a_failure_that_is_not_oom_carries_no_memory_tags(tiny_config, monkeypatch):
+    import ftsweep.trial as trial
+
+    def diverge(*args, **kwargs):
+        raise TrialDiverged("train loss became nan at step 1")
+
+    monkeypatch.setattr(trial, "_train_and_evaluate", diverge)
+    cfg = tiny_config("sweep.name=diverged")
+    with pytest.raises(TrialDiverged):
+        run_trial(cfg)
+    tags = _only_run(cfg).data.tags
+    assert tags[TAG_STOP_REASON] == "diverged"
+    assert TAG_PLAN_PEAK_GB not in tags and TAG_PEAK_MEM_GB not in tags
+
+
+def test_a_nan_training_loss_stops_the_trial_as_diverged(tiny_config, monkeypatch):
+    from transformers import Trainer
+
+    compute_loss = Trainer.compute_loss
+
+    def nan_when_training(self, model, inputs, *args, **kwargs):
+        loss = compute_loss(self, model, inputs, *args, **kwargs)
+        return loss * float("nan") if model.training else loss
+
+    monkeypatch.setattr(Trainer, "compute_loss", nan_when_training)
+    cfg = tiny_config("sweep.name=nan-loss", "train.max_steps=4", "train.log_every=2")
+    with pytest.raises(TrialDiverged, match="step 2"):
+        run_trial(cfg)
+    run = _only_run(cfg)
+    assert run.info.status == "FAILED"
+    assert run.data.tags[TAG_STOP_REASON] == "diverged"
+
+
+def test_train_exits_non_zero_with_one_clear_line_on_divergence(
+    tiny_overrides, monkeypatch, capsys
+):
+    import ftsweep.trial as trial
+    from ftsweep.cli import main
+
+    def diverge(*args, **kwargs):
+        raise TrialDiverged("train loss became nan at step 3")
+
+    monkeypatch.setattr(trial, "_train_and_evaluate", diverge)
+    assert main(["train", *tiny_overrides, "sweep.name=cli-diverged"]) == 1
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert "Traceback" not in text
+    assert "diverged" in text and "nan at step 3" in text
