@@ -1,8 +1,9 @@
 """Examples -> token ids, with the prompt masked out of the loss.
 
-The tokenizer's chat template (where it has one) wraps the prompt as a user turn; the
-completion is the assistant's reply, ended by the end-of-turn token. Labels are -100 on every
-prompt token, so only the reply is learned.
+The tokenizer's chat template (where it has one) frames the prompt as a user turn, or as the
+conversation so far for chat data; the completion is the assistant's reply, ended by the
+end-of-turn token. Plain-text examples skip the template and end with EOS. Labels are -100 on
+every prompt token, so only the reply is learned.
 """
 
 from __future__ import annotations
@@ -16,28 +17,54 @@ from ftsweep.tasks import Example
 IGNORE_INDEX = -100
 
 
-def prompt_text(tokenizer, prompt: str) -> str:
+def _as_example(prompt: str | Example) -> Example:
+    return prompt if isinstance(prompt, Example) else Example(prompt=prompt, completion="")
+
+
+def prompt_text(tokenizer, prompt: str | Example) -> str:
     """The text the model sees before its reply, as the chat template frames it."""
+    example = _as_example(prompt)
+    if example.plain:
+        return example.prompt
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+            example.turns(), tokenize=False, add_generation_prompt=True
         )
-    return prompt + "\n"
+    # No template: the turns' text, one per line, then the reply on the next line.
+    return "".join(content + "\n" for _, content in example.context) or example.prompt + "\n"
 
 
-def end_of_reply(tokenizer) -> str:
-    """What closes a reply: the chat template's end-of-turn token, else EOS."""
-    if getattr(tokenizer, "chat_template", None) and "<|im_end|>" in tokenizer.get_vocab():
+def end_of_reply(tokenizer, plain: bool = False) -> str:
+    """What closes a reply: the chat template's end-of-turn token, else (and for plain text) EOS."""
+    if (
+        not plain
+        and getattr(tokenizer, "chat_template", None)
+        and "<|im_end|>" in tokenizer.get_vocab()
+    ):
         return "<|im_end|>"
     return tokenizer.eos_token or ""
 
 
+def stop_token_ids(tokenizer) -> list[int]:
+    """Token ids that end a generated reply, chat or plain."""
+    tokens = {end_of_reply(tokenizer), end_of_reply(tokenizer, plain=True)}
+    return sorted(tokenizer.convert_tokens_to_ids(t) for t in tokens if t)
+
+
 def tokenize_example(tokenizer, example: Example, max_len: int) -> dict[str, list[int]]:
-    prompt_ids = tokenizer(prompt_text(tokenizer, example.prompt), add_special_tokens=False)["input_ids"]
-    reply_ids = tokenizer(example.completion + end_of_reply(tokenizer), add_special_tokens=False)["input_ids"]
-    input_ids = (prompt_ids + reply_ids)[:max_len]
-    labels = ([IGNORE_INDEX] * len(prompt_ids) + reply_ids)[:max_len]
-    return {"input_ids": input_ids, "labels": labels}
+    prompt_ids = tokenizer(prompt_text(tokenizer, example), add_special_tokens=False)["input_ids"]
+    reply = example.completion + end_of_reply(tokenizer, example.plain)
+    reply_ids = tokenizer(reply, add_special_tokens=False)["input_ids"]
+    if len(prompt_ids) + len(reply_ids) > max_len:
+        # Keep at least half the window for the reply, so a long prompt cannot leave an example
+        # with nothing to learn; the prompt loses its start, keeping the turn header it ends with.
+        keep_reply = min(len(reply_ids), max(max_len // 2, max_len - len(prompt_ids)))
+        prompt_ids = prompt_ids[len(prompt_ids) - (max_len - keep_reply) :]
+        reply_ids = reply_ids[:keep_reply]
+    return {
+        "input_ids": prompt_ids + reply_ids,
+        "labels": [IGNORE_INDEX] * len(prompt_ids) + reply_ids,
+    }
 
 
 class TokenizedDataset(torch.utils.data.Dataset):
