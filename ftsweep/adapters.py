@@ -199,8 +199,9 @@ def merge_adapter(tracking_uri: str, experiment: str, run_id: str | None, out_di
             base_path,
             dtype=DTYPES.get(precision, torch.float32),
             trust_remote_code=trust_remote_code,
+            use_safetensors=True,
         )
-        model = PeftModel.from_pretrained(base, adapter_dir)
+        model = PeftModel.from_pretrained(base, adapter_dir, use_safetensors=True)
         model.eval()
         before = _logits(model, tokenizer)
         merged = model.merge_and_unload()

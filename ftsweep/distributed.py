@@ -317,7 +317,7 @@ def _train_on_worker(loop: dict[str, Any]) -> None:
             # A plain copy from the gathered checkpoint: loading under the live ZeRO-3 config
             # would partition it again across workers that are no longer listening.
             unset_hf_deepspeed_config()
-            eval_model = AutoModelForCausalLM.from_pretrained(artifact_dir)
+            eval_model = AutoModelForCausalLM.from_pretrained(artifact_dir, use_safetensors=True)
         quality = task_quality(
             eval_model,
             tokenizer,
