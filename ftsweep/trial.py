@@ -208,7 +208,10 @@ def _training_arguments(cfg: Config, output_dir: str, show_progress: bool):
 
     ds = deepspeed_config(cfg.method)
     if ds is not None:
+        from ftsweep.deepspeed_ops import load_deepspeed_ops
+
         ensure_single_process_distributed_env()
+        load_deepspeed_ops()
     return TrainingArguments(
         output_dir=output_dir,
         max_steps=cfg.train.max_steps,

@@ -12,7 +12,9 @@ def test_trial_over_budget_is_skipped_and_recorded(tiny_config):
     spent = run_trial(first).metrics["cost_usd"]
 
     # Room for about half of another run: the next trial must not start.
-    nxt = tiny_config("sweep.name=budget", "method=lora", "train.seed=1", f"++sweep.budget_usd={spent * 1.5}")
+    nxt = tiny_config(
+        "sweep.name=budget", "method=lora", "train.seed=1", f"++sweep.budget_usd={spent * 1.5}"
+    )
     reason = _budget_block(nxt, trial_id_for(nxt))
     assert reason is not None and "sweep.budget_usd" in reason
 
@@ -24,7 +26,9 @@ def test_trial_over_budget_is_skipped_and_recorded(tiny_config):
     assert "sweep.budget_usd" in run.data.tags[TAG_ERROR]
 
     # With room for it, the same trial may start; the finished one never counts against itself.
-    roomy = tiny_config("sweep.name=budget", "method=lora", "train.seed=1", f"++sweep.budget_usd={spent * 10}")
+    roomy = tiny_config(
+        "sweep.name=budget", "method=lora", "train.seed=1", f"++sweep.budget_usd={spent * 10}"
+    )
     assert _budget_block(roomy, trial_id_for(roomy)) is None
     again = tiny_config("sweep.name=budget", "method=lora", f"++sweep.budget_usd={spent * 0.1}")
     assert _budget_block(again, trial_id_for(again)) is None
