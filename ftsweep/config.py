@@ -208,6 +208,8 @@ class SweepConfig(_Strict):
     time_budget_s: Annotated[float, Field(gt=0)] | None = None
     # Launch trials the memory plan says cannot fit the hardware.
     force: bool = False
+    # Measure the untrained base model on the task once (a run with method=none), for lift.
+    baseline: bool = True
 
     @model_validator(mode="after")
     def _fits_algorithm(self) -> SweepConfig:

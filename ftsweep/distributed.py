@@ -23,6 +23,7 @@ Where no GPU is used, workers talk over gloo and DeepSpeed runs with `DS_ACCELER
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import time
@@ -251,6 +252,7 @@ def _train_on_worker(loop: dict[str, Any]) -> None:
 
     from ftsweep.data import PadCollator
     from ftsweep.evaluate import task_quality
+    from ftsweep.forgetting import general_text_loss
     from ftsweep.methods import apply_method, count_parameters, folder_size_mb, load_base_model
     from ftsweep.tracking import TrialRun, run_params
     from ftsweep.trial import (
@@ -284,6 +286,8 @@ def _train_on_worker(loop: dict[str, Any]) -> None:
     with tempfile.TemporaryDirectory(prefix="ftsweep-worker-") as workdir, PeakMemory() as memory:
         model = apply_method(load_base_model(cfg, path), cfg.method)
         trainable, _total = count_parameters(model)
+        # Loaded before the Trainer starts DeepSpeed, so every worker still holds whole weights.
+        general_loss_before = general_text_loss(model, tokenizer) if rank == 0 else math.nan
         counter = TrainedTokens(model)
         trainer = Trainer(
             model=model,
@@ -326,6 +330,7 @@ def _train_on_worker(loop: dict[str, Any]) -> None:
             cfg.train.eval_batch_size,
             cfg.train.max_new_tokens,
         )
+        forgetting = general_text_loss(eval_model, tokenizer) - general_loss_before
         if cfg.method.is_lora:
             run.log_artifacts(artifact_dir, "adapter")
 
@@ -336,6 +341,7 @@ def _train_on_worker(loop: dict[str, Any]) -> None:
     metrics = {
         "quality": quality,
         "eval_loss": eval_loss,
+        "forgetting": forgetting,
         "trainable_params": trainable,
         "artifact_mb": artifact_mb,
         **group_metrics(workers, time.time() - loop["started_at"], cfg.hardware),

@@ -29,8 +29,9 @@ def target_modules(method: MethodConfig) -> list[str]:
     return list(method.target_modules or [])
 
 
-def load_base_model(cfg: Config, path: str):
-    """The base model as the method needs it: full precision, or 4-bit NF4 for QLoRA."""
+def load_base_model(cfg: Config, path: str, quantized: bool | None = None):
+    """The base model as the method needs it: full precision, or 4-bit NF4 for QLoRA
+    (`quantized` overrides the method's choice)."""
     from transformers import AutoModelForCausalLM
 
     dtype = DTYPES[cfg.train.precision]
@@ -40,7 +41,7 @@ def load_base_model(cfg: Config, path: str):
         # Weights load from safetensors only: a pickled checkpoint (.bin) can run code.
         "use_safetensors": True,
     }
-    if cfg.method.name == "qlora":
+    if cfg.method.name == "qlora" if quantized is None else quantized:
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(

@@ -20,7 +20,8 @@ from ftsweep.cost import experiments_per_dollar, run_cost_usd
 from ftsweep.tracking import TAG_ERROR, TAG_STOP_REASON, get_client, redact_uri
 
 METHOD_ORDER = ("full", "lora", "qlora")
-METHOD_LABELS = {"full": "Full fine-tuning", "lora": "LoRA", "qlora": "QLoRA"}
+METHOD_LABELS = {"full": "Full fine-tuning", "lora": "LoRA", "qlora": "QLoRA", "none": "Base model"}
+BASELINE_METHOD = "none"  # the untrained base model's run (ftsweep.baseline)
 # Two runs this close in quality are called equal unless the seeds spread wider.
 MIN_TOLERANCE = 0.02
 PRICE_MAX_AGE_DAYS = 90
@@ -583,6 +584,38 @@ class Analysis:
     price_warnings: list[str]
     today: dt.date
     effects: dict[str, list[Effect]]  # knob name -> quality per value, per method
+    baseline: RunRow | None = None  # the untrained base model on the same task
+
+
+@dataclass(frozen=True)
+class Lift:
+    """A method's quality over the untrained base model's, and what it forgot meanwhile."""
+
+    method: str
+    runs: int
+    best_quality: float
+    lift: float  # best quality - base quality
+    mean_forgetting: float  # nats on general text; positive = worse than the base
+
+
+def lift_over_base(usable: list[RunRow], baseline: RunRow | None) -> list[Lift]:
+    if baseline is None or not math.isfinite(baseline.quality):
+        return []
+    return [
+        Lift(
+            method=method,
+            runs=len(runs),
+            best_quality=max(r.quality for r in runs),
+            lift=max(r.quality for r in runs) - baseline.quality,
+            mean_forgetting=_mean_finite(r.metrics.get("forgetting", math.nan) for r in runs),
+        )
+        for method, runs in by_method(usable).items()
+    ]
+
+
+def _mean_finite(values: Iterable[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return statistics.fmean(finite) if finite else math.nan
 
 
 KNOBS: dict[str, Callable[[RunRow], float | str | None]] = {
@@ -598,6 +631,9 @@ def analyse(
 ) -> Analysis:
     today = today or dt.date.today()
     rows = load_rows(tracking_uri, experiment)
+    # The base model's run is the bar runs are measured against, not a candidate itself.
+    baselines = [r for r in rows if r.method == BASELINE_METHOD and r.usable]
+    rows = [r for r in rows if r.method != BASELINE_METHOD]
     target = None
     if target_gpu:
         target = load_hardware(target_gpu)
@@ -629,6 +665,7 @@ def analyse(
         price_warnings=price_warnings([*measured_hw, *([target] if target else [])], today),
         today=today,
         effects={name: knob_effects(usable, knob) for name, knob in KNOBS.items()},
+        baseline=baselines[-1] if baselines else None,
     )
 
 

@@ -22,6 +22,7 @@ from ftsweep.report import (
     effective_tflops,
     gain_over_full,
     hardware_names,
+    lift_over_base,
     load_hardware,
     method_label,
     percent_verdict,
@@ -538,6 +539,47 @@ def _lr_ratio_note(a: Analysis) -> str | None:
 # --- runs ------------------------------------------------------------------------------------
 
 
+def lift_and_forgetting(a: Analysis) -> Section:
+    title = "Lift over the base model, and forgetting"
+    if a.baseline is None:
+        return Section(
+            title,
+            [
+                "The untrained base model was not measured in this sweep (sweep.baseline=false), "
+                "so no lift can be given."
+            ],
+        )
+    base = a.baseline
+    lifts = lift_over_base(a.usable, base)
+    rows = [
+        [
+            method_label(x.method),
+            str(x.runs),
+            fmt_quality(x.best_quality),
+            f"{x.lift:+.3f}",
+            f"{x.mean_forgetting:+.3f}" if math.isfinite(x.mean_forgetting) else "n/a",
+        ]
+        for x in lifts
+    ]
+    blocks: list[Block] = [
+        f"The base model, untrained, scores {fmt_quality(base.quality)} on this task "
+        f"(general-text loss {base.metrics.get('general_text_loss', math.nan):.3f} nats). "
+        "Forgetting is the change in that loss after fine-tuning, on text outside the task: "
+        "positive means the model got worse at what it already knew (Biderman et al. 2024 "
+        "report that LoRA forgets less than full fine-tuning)."
+    ]
+    if rows:
+        blocks.append(
+            Table(["method", "runs", "best quality", "lift", "mean forgetting (nats)"], rows)
+        )
+        if all(x.lift <= 0 for x in lifts):
+            blocks.append(
+                "No method beat the untrained base model: train longer, raise the learning "
+                "rate, or check that the task's replies fit train.seq_len."
+            )
+    return Section(title, blocks)
+
+
 def all_runs(a: Analysis) -> Section:
     rows = [
         [
@@ -548,6 +590,7 @@ def all_runs(a: Analysis) -> Section:
             r.seed,
             fmt_quality(r.quality),
             fmt_quality(r.metrics.get("eval_loss", math.nan)),
+            f"{r.metrics.get('forgetting', math.nan):+.3f}",
             fmt_seconds(r.wall_time_s),
             fmt_usd(r.cost_usd),
             fmt_mb(r.metrics.get("artifact_mb", math.nan)),
@@ -563,6 +606,7 @@ def all_runs(a: Analysis) -> Section:
         "seed",
         "quality",
         "eval loss",
+        "forgetting",
         "wall time",
         "cost",
         "storage",
@@ -602,6 +646,7 @@ def build_document(a: Analysis, figures: dict[str, str]) -> Document:
         claims_section(a),
         quality_vs_cost(a, figures),
         versus_full(a, figures),
+        lift_and_forgetting(a),
         cost_table(a, figures),
         *knobs(a, figures),
         all_runs(a),

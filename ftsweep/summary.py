@@ -36,6 +36,7 @@ def print_summary(console, cfg: Config, outcome: SweepOutcome) -> None:
         "run",
         "quality",
         "eval loss",
+        "forgetting",
         "wall s",
         "cost $",
         "trainable",
@@ -49,12 +50,19 @@ def print_summary(console, cfg: Config, outcome: SweepOutcome) -> None:
             run.info.run_name,
             f"{m.get('quality', float('nan')):.3f}",
             f"{m.get('eval_loss', float('nan')):.3f}",
+            f"{m.get('forgetting', float('nan')):+.3f}",
             f"{m.get('wall_time_s', float('nan')):.0f}",
             f"{m.get('cost_usd', float('nan')):.5f}",
             f"{int(m.get('trainable_params', 0)):,}",
             f"{m.get('artifact_mb', float('nan')):.2f}",
         )
     console.print(table)
+    for run in finished.values():
+        if run.data.params.get("method") == "none":  # the untrained base model (ftsweep.baseline)
+            console.print(
+                f"base model, untrained, on {run.data.params.get('data')}: quality "
+                f"{run.data.metrics.get('quality', float('nan')):.3f} (the bar each run must clear)"
+            )
     for run in _unfinished_runs(outcome):
         tags = run.data.tags
         console.print(

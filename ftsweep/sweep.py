@@ -343,6 +343,8 @@ def run_sweep(cfg: Config, console=None) -> SweepOutcome:
                 verbose=0,  # the progress callback is the display
             ),
         )
+    if cfg.sweep.baseline:
+        _record_baselines(base, [t["config"] for t in trials], resources, progress)
     with progress:
         grid = tuner.fit()
     interrupted = progress.interrupted or grid.num_terminated + grid.num_errors < len(grid)
@@ -360,6 +362,34 @@ def run_sweep(cfg: Config, console=None) -> SweepOutcome:
             results[trial_id] = dict(result.metrics or {})
     ran = specs or [_trial_of(r.config, base_cfg) for r in grid]
     return SweepOutcome(experiment_name(cfg), uri, ran, results, errors, interrupted)
+
+
+def _measure_baseline(config: dict) -> dict[str, float]:
+    from ftsweep.baseline import record_baseline
+
+    return record_baseline(validate(config))
+
+
+def _record_baselines(
+    base: dict, trial_configs: list[dict], resources: dict[str, float], progress
+) -> None:
+    """The base model's quality on each (model, task) the sweep trains, measured once each
+    where a trial would run (a GPU on a cluster), before any trial starts."""
+    import ray
+
+    from ftsweep.baseline import baseline_trial_id
+
+    by_id: dict[str, dict] = {}
+    for config in trial_configs or [base]:
+        by_id.setdefault(baseline_trial_id(validate(config)), config)
+    measure = ray.remote(_measure_baseline).options(
+        num_cpus=resources["cpu"], num_gpus=resources.get("gpu", 0), max_retries=0
+    )
+    for config in by_id.values():
+        cfg = validate(config)
+        progress.note(f"base model: measuring {cfg.model.name} on {cfg.data.name} (untrained)")
+        metrics = ray.get(measure.remote(config))
+        progress.note(f"base model: quality {metrics['quality']:.3f} before fine-tuning")
 
 
 def _with_threads(cfg: Config, threads: int) -> dict:

@@ -65,6 +65,7 @@ METRICS = (
     "trainable_params",
     "artifact_mb",
     "cost_usd",
+    "forgetting",
 )
 
 RETRY_ENV = "FTSWEEP_TRACKING_RETRY_S"
@@ -442,7 +443,16 @@ def mark_abandoned_runs(client, experiment_id: str, reason: str = "interrupted")
 class TrialRun:
     """One trial's MLflow run: opened or reopened by trial id, closed with a status and reason."""
 
-    def __init__(self, cfg: Config, trial_id: str, run_name: str, invocation_id: str):
+    def __init__(
+        self,
+        cfg: Config,
+        trial_id: str,
+        run_name: str,
+        invocation_id: str,
+        params: dict[str, Any] | None = None,
+    ):
+        """`params` replaces the config's own trial params (a run that is not a trial)."""
+        params = run_params(cfg) if params is None else params
         self.cfg = cfg
         self.trial_id = trial_id
         self.client = get_client(tracking_uri(cfg))
@@ -450,7 +460,7 @@ class TrialRun:
             self.client, experiment_name(cfg), cfg.results_path / "mlartifacts"
         )
         self.finished_run = None
-        self.last_step = -1
+        self.logged_steps: dict[str, int] = {}  # per metric: the last step already recorded
         runs = find_trial_runs(self.client, self.experiment_id, trial_id)
         finished = [r for r in runs if r.info.status == "FINISHED"]
         if finished:
@@ -461,15 +471,16 @@ class TrialRun:
             TAG_SWEEP: cfg.sweep.name,
             TAG_TRIAL_ID: trial_id,
             TAG_RUN_ID: invocation_id,
-            TAG_METHOD: cfg.method.name,
+            TAG_METHOD: str(params["method"]),
         }
         if runs:
             # Resume: reopen the trial's own run and log only steps after those it already has.
             run = runs[0]
             self.run_id = run.info.run_id
             self.client.update_run(self.run_id, status="RUNNING")
-            history = self.client.get_metric_history(self.run_id, "train_loss")
-            self.last_step = max((m.step for m in history), default=-1)
+            for key in run.data.metrics:
+                history = self.client.get_metric_history(self.run_id, key)
+                self.logged_steps[key] = max((m.step for m in history), default=-1)
             for key, value in tags.items():
                 self.client.set_tag(self.run_id, key, value)
             self.client.set_tag(self.run_id, TAG_STOP_REASON, "running")
@@ -478,7 +489,7 @@ class TrialRun:
                 self.experiment_id, run_name, tags | {TAG_STOP_REASON: "running"}
             )
             self.run_id = run.info.run_id
-            self._log_params(run_params(cfg))
+            self._log_params(params)
 
     @property
     def already_finished(self) -> bool:
@@ -495,15 +506,15 @@ class TrialRun:
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
 
-        if step <= self.last_step:
-            return  # already logged before a resume
         # One timestamp for the batch, kept across retries: a batch the store took before a
         # connection dropped is then a duplicate of the same rows, which it ignores.
         now = int(time.time() * 1000)
         batch = [
             Metric(k, float(v), now, step)
             for k, v in metrics.items()
-            if v is not None and math.isfinite(float(v))
+            if v is not None
+            and math.isfinite(float(v))
+            and step > self.logged_steps.get(k, -1)  # not already logged before a resume
         ]
         if batch:
             self.client.log_batch(self.run_id, metrics=batch)

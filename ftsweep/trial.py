@@ -348,6 +348,7 @@ def _train_and_evaluate(
     from ftsweep.cost import run_cost_usd
     from ftsweep.data import PadCollator
     from ftsweep.evaluate import task_quality
+    from ftsweep.forgetting import general_text_loss
     from ftsweep.methods import apply_method, count_parameters, folder_size_mb, load_base_model
 
     started = time.perf_counter()
@@ -358,6 +359,7 @@ def _train_and_evaluate(
     with tempfile.TemporaryDirectory(prefix="ftsweep-trial-") as workdir, PeakMemory() as memory:
         model = apply_method(load_base_model(cfg, path), cfg.method)
         trainable, _total = count_parameters(model)
+        general_loss_before = general_text_loss(model, tokenizer)
         counter = TrainedTokens(model)
         args = _training_arguments(cfg, workdir, show_progress)
         trainer = Trainer(
@@ -394,6 +396,7 @@ def _train_and_evaluate(
             cfg.train.eval_batch_size,
             cfg.train.max_new_tokens,
         )
+        forgetting = general_text_loss(eval_model, tokenizer) - general_loss_before
         if cfg.method.is_lora:
             run.log_artifacts(artifact_dir, "adapter")
 
@@ -401,6 +404,7 @@ def _train_and_evaluate(
     metrics = {
         "quality": quality,
         "eval_loss": eval_loss,
+        "forgetting": forgetting,
         "wall_time_s": wall_time_s,
         "train_time_s": train_time,
         "tokens_trained": tokens_trained,

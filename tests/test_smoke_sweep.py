@@ -25,7 +25,12 @@ def test_smoke_sweep_records_every_method(tmp_path):
     client = get_client(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("smoke")
     runs = client.search_runs([experiment.experiment_id])
-    assert sorted(r.data.params["method"] for r in runs) == ["full", "lora", "qlora"]
+    assert sorted(r.data.params["method"] for r in runs) == ["full", "lora", "none", "qlora"]
+    (base,) = [r for r in runs if r.data.params["method"] == "none"]
+    assert base.info.run_name == "base model" and base.data.metrics["forgetting"] == 0.0
+    assert 0.0 <= base.data.metrics["quality"] <= 1.0
+    assert "base model, untrained, on format: quality" in out.stdout
+    runs = [r for r in runs if r is not base]
     for run in runs:
         assert run.info.status == "FINISHED"
         assert run.data.tags[TAG_SWEEP] == "smoke"
@@ -37,6 +42,7 @@ def test_smoke_sweep_records_every_method(tmp_path):
             "eval_loss",
             "tokens_per_s",
             "peak_mem_gb",
+            "forgetting",
         ):
             assert metric in run.data.metrics
     assert len({r.data.tags[TAG_TRIAL_ID] for r in runs}) == 3
@@ -50,4 +56,4 @@ def test_smoke_sweep_records_every_method(tmp_path):
         timeout=300,
     )
     assert again.returncode == 0, again.stderr[-3000:]
-    assert len(client.search_runs([experiment.experiment_id])) == 3
+    assert len(client.search_runs([experiment.experiment_id])) == 4  # 3 trials + the base model

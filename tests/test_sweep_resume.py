@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from ftsweep.baseline import BASELINE_RUN_NAME, baseline_trial_id
 from ftsweep.config import compose
 from ftsweep.space import expand
 from ftsweep.tracking import TAG_STOP_REASON, TAG_TRIAL_ID, get_client
@@ -41,21 +42,28 @@ def _count_finished(db) -> int:
         return 0
     try:
         with sqlite3.connect(db, timeout=30) as conn:
-            return conn.execute("SELECT count(*) FROM runs WHERE status = 'FINISHED'").fetchone()[0]
+            return conn.execute(
+                "SELECT count(*) FROM runs WHERE status = 'FINISHED' AND name != ?",
+                (BASELINE_RUN_NAME,),
+            ).fetchone()[0]
     except sqlite3.OperationalError:
         return 0
 
 
 @pytest.mark.slow
 def test_sigkill_mid_sweep_then_resume(tmp_path):
-    expected = {s.trial_id for s in expand(compose(SMOKE))}
+    expected = {s.trial_id for s in expand(compose(SMOKE))} | {baseline_trial_id(compose(SMOKE))}
     # The driver and the Ray processes it starts share one process group: kill them all.
     proc = _sweep(tmp_path, start_new_session=True)
     deadline = time.monotonic() + 300
     first_finished = None
     while time.monotonic() < deadline and proc.poll() is None:
         if _count_finished(tmp_path / "mlflow.db"):
-            first_finished = next(r for r in _runs(tmp_path) if r.info.status == "FINISHED")
+            first_finished = next(
+                r
+                for r in _runs(tmp_path)
+                if r.info.status == "FINISHED" and r.info.run_name != BASELINE_RUN_NAME
+            )
             break
         time.sleep(1)
     assert first_finished is not None, "no trial finished before the deadline"
@@ -119,7 +127,8 @@ def test_asha_stops_poor_trials_early_and_tags_them(tmp_path):
     client = get_client(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("lr_scan")
     runs = client.search_runs([experiment.experiment_id])
-    assert len(runs) == 5
+    assert sorted(r.info.run_name == BASELINE_RUN_NAME for r in runs) == [False] * 5 + [True]
+    runs = [r for r in runs if r.info.run_name != BASELINE_RUN_NAME]
     reasons = [r.data.tags[TAG_STOP_REASON] for r in runs]
     assert "early_stopped" in reasons, reasons
     for run in runs:

@@ -92,6 +92,23 @@ def test_interrupted_trial_is_reopened_not_duplicated(tiny_config):
     assert steps == [1, 2]
 
 
+def test_a_crash_after_the_last_train_loss_still_gets_its_final_metrics(tiny_config):
+    cfg = tiny_config("sweep.name=late-crash")
+    max_steps = cfg.train.max_steps
+    # The driver died after logging the last step's train loss, before the final metrics.
+    dead = TrialRun(cfg, trial_id_for(cfg), run_name_for(cfg), invocation_id="dead-driver")
+    dead.log_metrics({"train_loss": 9.0}, step=max_steps)
+
+    run_trial(cfg, invocation_id="second-driver")
+    client = get_client(tracking_uri(cfg))
+    (run,) = _runs(cfg)
+    assert run.info.run_id == dead.run_id and run.info.status == "FINISHED"
+    for key in METRICS:
+        assert key in run.data.metrics, key
+    history = client.get_metric_history(dead.run_id, "train_loss")
+    assert [(m.step, m.value) for m in history if m.step == max_steps] == [(max_steps, 9.0)]
+
+
 def test_nan_loss_raises_diverged():
     from ftsweep.trial import _make_callback
 
