@@ -131,7 +131,9 @@ def run_trial_on_workers(
     from ftsweep.trial import run_name_for
 
     worker_config(cfg, num_workers, cpus_per_worker)  # a bad split fails before anything starts
-    cfg = validate(cfg.model_dump() | {"results_dir": str(cfg.results_path)})
+    data = cfg.model_dump() | {"results_dir": str(cfg.results_path)}
+    data["method"]["num_workers"] = num_workers  # the run records the group that trained it
+    cfg = validate(data)
     run = TrialRun(cfg, trial_id, run_name_for(cfg), invocation_id)
     if run.already_finished:
         return TrialResult(
@@ -254,7 +256,7 @@ def _train_on_worker(loop: dict[str, Any]) -> None:
     from ftsweep.evaluate import task_quality
     from ftsweep.forgetting import general_text_loss
     from ftsweep.methods import apply_method, count_parameters, folder_size_mb, load_base_model
-    from ftsweep.tracking import TrialRun, run_params
+    from ftsweep.tracking import TrialRun
     from ftsweep.trial import (
         PeakMemory,
         TrainedTokens,
@@ -336,8 +338,6 @@ def _train_on_worker(loop: dict[str, Any]) -> None:
 
     # Rank 0's own peak now includes its evaluation.
     workers[0]["peak_mem_gb"] = max(workers[0]["peak_mem_gb"], memory.peak_gb)
-    if "num_workers" not in run_params(record_cfg):
-        run.client.log_param(run.run_id, "num_workers", world)
     metrics = {
         "quality": quality,
         "eval_loss": eval_loss,
