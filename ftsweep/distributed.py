@@ -250,7 +250,6 @@ def _train_on_worker(loop: dict[str, Any]) -> None:
     """One worker's part of the trial: the pieces of `ftsweep.trial` on this worker's shard."""
     import ray.train
     import torch.distributed as dist
-    from transformers import Trainer
 
     from ftsweep.data import PadCollator
     from ftsweep.evaluate import task_quality
@@ -264,6 +263,7 @@ def _train_on_worker(loop: dict[str, Any]) -> None:
         _training_arguments,
         prepare_inputs,
         run_name_for,
+        trainer_class,
     )
 
     context = ray.train.get_context()
@@ -291,7 +291,7 @@ def _train_on_worker(loop: dict[str, Any]) -> None:
         # Loaded before the Trainer starts DeepSpeed, so every worker still holds whole weights.
         general_loss_before = general_text_loss(model, tokenizer) if rank == 0 else math.nan
         counter = TrainedTokens(model)
-        trainer = Trainer(
+        trainer = trainer_class()(
             model=model,
             args=_training_arguments(cfg, workdir, show_progress=False),
             train_dataset=train_set,

@@ -183,6 +183,26 @@ def _make_callback(run: TrialRun, report: Reporter | None, counter):
     return ProgressCallback()
 
 
+def trainer_class():
+    """HF's Trainer, stopping at the first step whose loss is NaN or inf.
+
+    Checked after each forward/backward, before the optimizer applies the step: a trial that
+    diverges between two log steps stops there, not at the next log.
+    """
+    import torch
+    from transformers import Trainer
+
+    class DivergenceCheckingTrainer(Trainer):
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            loss = super().training_step(model, inputs, num_items_in_batch)
+            if not bool(torch.isfinite(loss).all()):
+                step = self.state.global_step + 1
+                raise TrialDiverged(f"train loss became {float(loss)} at step {step}")
+            return loss
+
+    return DivergenceCheckingTrainer
+
+
 class TrainedTokens:
     """Counts the real (non-padding) tokens of the batches the model trained on.
 
@@ -343,7 +363,6 @@ def prepare_inputs(cfg: Config) -> TrialInputs:
 def _train_and_evaluate(
     cfg: Config, run: TrialRun, report: Reporter | None, show_progress: bool
 ) -> dict:
-    from transformers import Trainer
 
     from ftsweep.cost import run_cost_usd
     from ftsweep.data import PadCollator
@@ -362,7 +381,7 @@ def _train_and_evaluate(
         general_loss_before = general_text_loss(model, tokenizer)
         counter = TrainedTokens(model)
         args = _training_arguments(cfg, workdir, show_progress)
-        trainer = Trainer(
+        trainer = trainer_class()(
             model=model,
             args=args,
             train_dataset=train_set,

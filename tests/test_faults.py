@@ -76,19 +76,26 @@ def test_a_failure_that_is_not_oom_carries_no_memory_tags(tiny_config, monkeypat
     assert TAG_PLAN_PEAK_GB not in tags and TAG_PEAK_MEM_GB not in tags
 
 
-def test_a_nan_training_loss_stops_the_trial_as_diverged(tiny_config, monkeypatch):
+@pytest.mark.parametrize("first_bad_step", [1, 3])
+def test_a_nan_loss_stops_the_trial_within_its_step(tiny_config, monkeypatch, first_bad_step):
     from transformers import Trainer
 
     compute_loss = Trainer.compute_loss
+    steps = []
 
-    def nan_when_training(self, model, inputs, *args, **kwargs):
+    def nan_from_a_step(self, model, inputs, *args, **kwargs):
         loss = compute_loss(self, model, inputs, *args, **kwargs)
-        return loss * float("nan") if model.training else loss
+        if not model.training:
+            return loss
+        steps.append(self.state.global_step + 1)
+        return loss * float("nan") if steps[-1] >= first_bad_step else loss
 
-    monkeypatch.setattr(Trainer, "compute_loss", nan_when_training)
-    cfg = tiny_config("sweep.name=nan-loss", "train.max_steps=4", "train.log_every=2")
-    with pytest.raises(TrialDiverged, match="step 2"):
+    monkeypatch.setattr(Trainer, "compute_loss", nan_from_a_step)
+    # Train loss is logged only every 100 steps: the check is per step, not per log.
+    cfg = tiny_config("sweep.name=nan-loss", "train.max_steps=4", "train.log_every=100")
+    with pytest.raises(TrialDiverged, match=f"step {first_bad_step}"):
         run_trial(cfg)
+    assert steps[-1] == first_bad_step  # no step ran after the bad one
     run = _only_run(cfg)
     assert run.info.status == "FAILED"
     assert run.data.tags[TAG_STOP_REASON] == "diverged"
