@@ -8,11 +8,14 @@ every prompt token, so only the reply is learned.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
 
 from ftsweep.tasks import Example
+
+_log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
 
@@ -39,10 +42,18 @@ def end_of_reply(tokenizer, plain: bool = False) -> str:
     if (
         not plain
         and getattr(tokenizer, "chat_template", None)
-        and "<|im_end|>" in tokenizer.get_vocab()
+        and _has_token(tokenizer, "<|im_end|>")
     ):
         return "<|im_end|>"
     return tokenizer.eos_token or ""
+
+
+def _has_token(tokenizer, token: str) -> bool:
+    # One lookup; `token in tokenizer.get_vocab()` copies the whole vocabulary on every call.
+    token_id = tokenizer.convert_tokens_to_ids(token)
+    return token_id is not None and (
+        token_id != tokenizer.unk_token_id or token == tokenizer.unk_token
+    )
 
 
 def stop_token_ids(tokenizer) -> list[int]:
@@ -52,9 +63,14 @@ def stop_token_ids(tokenizer) -> list[int]:
 
 
 def tokenize_example(tokenizer, example: Example, max_len: int) -> dict[str, list[int]]:
+    """Prompt and reply token ids, with the prompt masked from the loss (labels -100).
+
+    An example longer than max_len is cut; the reply is cut only when it alone is longer than
+    the half of the window it is guaranteed, and then `reply_cut` is set."""
     prompt_ids = tokenizer(prompt_text(tokenizer, example), add_special_tokens=False)["input_ids"]
     reply = example.completion + end_of_reply(tokenizer, example.plain)
     reply_ids = tokenizer(reply, add_special_tokens=False)["input_ids"]
+    full_reply = len(reply_ids)
     if len(prompt_ids) + len(reply_ids) > max_len:
         # Keep at least half the window for the reply, so a long prompt cannot leave an example
         # with nothing to learn; the prompt loses its start, keeping the turn header it ends with.
@@ -64,12 +80,23 @@ def tokenize_example(tokenizer, example: Example, max_len: int) -> dict[str, lis
     return {
         "input_ids": prompt_ids + reply_ids,
         "labels": [IGNORE_INDEX] * len(prompt_ids) + reply_ids,
+        "reply_cut": len(reply_ids) < full_reply,
     }
 
 
 class TokenizedDataset(torch.utils.data.Dataset):
     def __init__(self, tokenizer, examples: list[Example], max_len: int):
         self.items = [tokenize_example(tokenizer, ex, max_len) for ex in examples]
+        self.replies_cut = sum(item.pop("reply_cut") for item in self.items)
+        if self.replies_cut:
+            # A model never shown how a reply ends keeps generating: quality can drop to 0.
+            _log.warning(
+                "train.seq_len=%d cuts the reply of %d of %d examples (and its end-of-turn "
+                "token); raise train.seq_len or shorten the data",
+                max_len,
+                self.replies_cut,
+                len(self.items),
+            )
 
     def __len__(self) -> int:
         return len(self.items)

@@ -138,6 +138,28 @@ def test_long_prompts_keep_part_of_the_reply_to_learn():
     assert len(item["input_ids"]) == 64
     assert any(label != IGNORE_INDEX for label in item["labels"])
     assert tokenizer.decode(item["input_ids"]).endswith("the answer is here<|im_end|>")
+    assert item["reply_cut"] is False  # the prompt lost its start, the reply is whole
+
+
+def test_a_reply_cut_by_seq_len_is_warned_about(caplog):
+    from transformers import AutoTokenizer
+
+    from ftsweep.data import TokenizedDataset
+    from ftsweep.models import resolve_model_path
+    from ftsweep.tasks import Example
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("builtin:tiny-llama"))
+    short = Example(prompt="Capital of France?", completion="Paris")
+    long = Example(prompt="Write a story.", completion="once upon a time " * 40)
+    with caplog.at_level("WARNING", logger="ftsweep.data"):
+        dataset = TokenizedDataset(tokenizer, [short, long, short], max_len=64)
+    assert dataset.replies_cut == 1
+    assert "train.seq_len=64 cuts the reply of 1 of 3 examples" in caplog.text
+    assert all(set(item) == {"input_ids", "labels"} for item in dataset.items)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="ftsweep.data"):
+        TokenizedDataset(tokenizer, [short, short], max_len=64)
+    assert caplog.text == ""
 
 
 def test_folder_with_train_and_eval_files_uses_the_given_split(tmp_path):
