@@ -56,6 +56,11 @@ tracking-server: install
 	$(BIN)/python -m ftsweep.server --host $(TRACKING_HOST) --port $(TRACKING_PORT) \
 	  --artifacts $(RESULTS)/mlartifacts --state-dir $(RESULTS)/postgres
 
+# Ratios measured side by side in one run (bench/README.md): prints a table, writes $(RESULTS)/bench.json.
+# ARGS="figures=steps,memory" measures some groups; ARGS="quick=true" checks that all run, in minutes.
+bench: install
+	$(BIN)/python -m bench.run results_dir=$(RESULTS) $(ARGS)
+
 plan: install
 	$(BIN)/ftsweep plan results_dir=$(RESULTS) $(ARGS)
 

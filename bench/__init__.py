@@ -1,0 +1,1 @@
+"""Benchmarks of ftsweep that print ratios measured side by side in one run (`make bench`)."""

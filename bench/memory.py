@@ -1,0 +1,105 @@
+"""memory_estimate_error: |plan estimate - measured peak| / measured peak, worst over full
+fine-tuning and LoRA at two batch sizes. Goal <= 0.15.
+
+Each case is one trial (`_train_and_evaluate`, the method as conf/method configures it: full
+fine-tuning through DeepSpeed ZeRO-2, LoRA through peft) in a fresh process, so its peak is its
+own. The measured peak is the kernel's high-water mark of the process's resident memory
+(VmHWM): exact, where the trial's own `peak_mem_gb` samples RSS every 0.2 s and can miss a
+short peak (the details show both). The estimate is what the plan says of the same trial
+(`ftsweep.plan.estimate`, as `check_fits` asks it before a sweep launches the trial).
+
+The plan sizes activations for sequences padded to train.seq_len; train.seq_len here is shorter
+than every example of the format task (131-146 tokens), so every batch is exactly batch x
+seq_len tokens, as the plan assumes, and the figure tests the memory model itself.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from bench.common import (
+    NoRecord,
+    compose,
+    cpu_threads,
+    emit,
+    log,
+    peak_rss_gb,
+    read_result,
+    run_process,
+)
+
+SETTINGS = {
+    "full": {"model": "smollm2-135m", "batches": (2, 8), "seq_len": 128, "steps": 2},
+    "quick": {"model": "smollm2-135m", "batches": (1, 4), "seq_len": 128, "steps": 1},
+}
+METHODS = ("full", "lora")
+
+
+def case_overrides(model: str, method: str, batch: int, seq_len: int, steps: int) -> list[str]:
+    return [
+        f"model={model}",
+        f"method={method}",
+        f"train.batch_size={batch}",
+        f"train.seq_len={seq_len}",
+        f"train.max_steps={steps}",
+        f"train.threads={cpu_threads()}",
+        "data.num_train=16",  # as many as the steps use
+        "data.num_eval=4",
+        "train.max_new_tokens=4",
+    ]
+
+
+def plan_peak_gb(cfg) -> float:
+    """The plan's peak per device for this trial as configured (what check_fits compares)."""
+    from ftsweep.plan import Workload, _settings, estimate
+
+    m = cfg.method
+    option = estimate(
+        _settings(cfg, cfg.train.precision, Workload()),
+        cfg.hardware,
+        m.name,
+        num_gpus=1,
+        zero_stage=m.zero_stage,
+        offload=m.offload,
+    )
+    return option.est_peak_gb_per_gpu
+
+
+def measure_case(overrides: list[str]) -> dict:
+    """In this (fresh) process: one trial, its peak, and the plan's estimate of it."""
+    from ftsweep.trial import _train_and_evaluate
+
+    cfg = compose(overrides)
+    metrics = _train_and_evaluate(cfg, NoRecord(), None, False)
+    return {
+        "measured_gb": peak_rss_gb(),
+        "trial_peak_mem_gb": metrics["peak_mem_gb"],
+        "plan_gb": plan_peak_gb(cfg),
+        "zero_stage": cfg.method.zero_stage,
+    }
+
+
+def run(quick: bool = False) -> tuple[dict, dict]:
+    s = SETTINGS["quick" if quick else "full"]
+    cases = []
+    for batch in s["batches"]:
+        for method in METHODS:
+            overrides = case_overrides(s["model"], method, batch, s["seq_len"], s["steps"])
+            _, stdout = run_process(["-m", "bench.memory", "measure", json.dumps(overrides)])
+            found = read_result(stdout)
+            error = abs(found["plan_gb"] - found["measured_gb"]) / found["measured_gb"]
+            cases.append({"method": method, "batch_size": batch, **found, "error": error})
+            log(
+                f"memory: {method} batch {batch}: plan {found['plan_gb']:.2f} GB, measured "
+                f"{found['measured_gb']:.2f} GB (trial's sampled {found['trial_peak_mem_gb']:.2f}), "
+                f"error {error:.3f}"
+            )
+    worst = max(c["error"] for c in cases)
+    details = {"model": s["model"], "seq_len": s["seq_len"], "steps": s["steps"], "cases": cases}
+    return {"memory_estimate_error": worst}, details
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["measure"]:
+        emit(measure_case(json.loads(sys.argv[2])))
