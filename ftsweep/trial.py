@@ -15,6 +15,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -144,13 +145,31 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def ensure_single_process_distributed_env() -> None:
-    # DeepSpeed in a plain process (no launcher) otherwise falls back to MPI discovery.
-    os.environ.setdefault("RANK", "0")
-    os.environ.setdefault("LOCAL_RANK", "0")
-    os.environ.setdefault("WORLD_SIZE", "1")
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", str(_free_port()))
+@contextmanager
+def trial_environment(deepspeed: bool):
+    """os.environ for one trial, restored as it was when the trial ends.
+
+    A plain process (no launcher) gets the launcher variables DeepSpeed needs; without them it
+    falls back to MPI discovery. Restoring matters in a process that runs trial after trial:
+    transformers leaves ACCELERATE_USE_DEEPSPEED=true behind, which would send the next LoRA
+    trial through DeepSpeed too, and a child process (a sweep started from a notebook or a test)
+    would inherit a MASTER_PORT this process still listens on.
+    """
+    saved = dict(os.environ)
+    if deepspeed:
+        launcher = {
+            "RANK": "0",
+            "LOCAL_RANK": "0",
+            "WORLD_SIZE": "1",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(_free_port()),
+        }
+        os.environ.update({k: v for k, v in launcher.items() if k not in os.environ})
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def _make_callback(run: TrialRun, report: Reporter | None, counter):
@@ -230,7 +249,6 @@ def _training_arguments(cfg: Config, output_dir: str, show_progress: bool):
     if ds is not None:
         from ftsweep.deepspeed_ops import load_deepspeed_ops
 
-        ensure_single_process_distributed_env()
         load_deepspeed_ops()
     return TrainingArguments(
         output_dir=output_dir,
@@ -310,11 +328,17 @@ def run_trial(
 
 
 def _release_memory() -> None:
-    # A sweep's worker process runs trial after trial: free this one's model before the next.
+    """A sweep's worker process runs trial after trial: leave nothing of this one to the next."""
     import gc
 
     import torch
+    from accelerate.state import AcceleratorState
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
+    # accelerate keeps its state per process: after a DeepSpeed trial, the next LoRA trial's
+    # Trainer would otherwise run through DeepSpeed too.
+    AcceleratorState._reset_state(reset_partial_state=True)
+    unset_hf_deepspeed_config()
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -368,14 +392,24 @@ def _train_and_evaluate(
     from ftsweep.data import PadCollator
     from ftsweep.evaluate import task_quality
     from ftsweep.forgetting import general_text_loss
-    from ftsweep.methods import apply_method, count_parameters, folder_size_mb, load_base_model
+    from ftsweep.methods import (
+        apply_method,
+        count_parameters,
+        deepspeed_config,
+        folder_size_mb,
+        load_base_model,
+    )
 
     started = time.perf_counter()
     inputs = prepare_inputs(cfg)
     path, tokenizer, task = inputs.model_path, inputs.tokenizer, inputs.task
     train_set, eval_set, eval_examples = inputs.train_set, inputs.eval_set, inputs.eval_examples
 
-    with tempfile.TemporaryDirectory(prefix="ftsweep-trial-") as workdir, PeakMemory() as memory:
+    with (
+        tempfile.TemporaryDirectory(prefix="ftsweep-trial-") as workdir,
+        PeakMemory() as memory,
+        trial_environment(deepspeed=deepspeed_config(cfg.method) is not None),
+    ):
         model = apply_method(load_base_model(cfg, path), cfg.method)
         trainable, _total = count_parameters(model)
         general_loss_before = general_text_loss(model, tokenizer)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 
@@ -143,3 +144,25 @@ def test_diverged_trial_is_recorded_failed_with_reason(tiny_config, monkeypatch)
     assert run.info.status == "FAILED"
     assert run.data.tags[TAG_STOP_REASON] == "diverged"
     assert "nan" in run.data.tags["ftsweep.error"]
+
+
+def test_trials_in_one_process_leave_nothing_to_the_next(tiny_config, monkeypatch):
+    """A sweep worker runs trial after trial: a LoRA trial after a full one must not go through
+    DeepSpeed, and no launcher variable may reach a child process."""
+    import deepspeed
+
+    engines = []
+    initialize = deepspeed.initialize
+
+    def counted(*args, **kwargs):
+        engines.append(kwargs.get("model"))
+        return initialize(*args, **kwargs)
+
+    monkeypatch.setattr(deepspeed, "initialize", counted)
+    launcher = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    before = {k: os.environ.get(k) for k in (*launcher, "ACCELERATE_USE_DEEPSPEED")}
+    for method in ("full", "lora", "full"):
+        cfg = tiny_config(f"method={method}", "sweep.name=in-turn")
+        assert run_trial(cfg, trial_id=f"{method}-{len(engines)}").status == "FINISHED"
+    assert len(engines) == 2  # the two full trials, not the LoRA one
+    assert {k: os.environ.get(k) for k in before} == before
