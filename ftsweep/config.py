@@ -163,6 +163,8 @@ class TrainConfig(_Strict):
     eval_every: Annotated[int, Field(ge=1)] | None = None
     # CPU threads per trial (None: what the process is given).
     threads: Annotated[int, Field(ge=1)] | None = None
+    # A resumable checkpoint every N steps, so a trial whose worker died resumes from it; None: never.
+    checkpoint_every: Annotated[int, Field(ge=1)] | None = None
 
 
 class TrackingConfig(_Strict):

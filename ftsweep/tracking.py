@@ -55,6 +55,8 @@ TAG_ERROR = "ftsweep.error"
 TAG_METHOD = "ftsweep.method"
 TAG_PLAN_PEAK_GB = "ftsweep.plan_peak_gb"
 TAG_PEAK_MEM_GB = "ftsweep.peak_mem_gb"
+TAG_FAILURES = "ftsweep.failures"  # how many times the trial was restarted after it broke off
+TAG_RESUMED_FROM = "ftsweep.resumed_from_step"
 
 METRICS = (
     "quality",
@@ -461,6 +463,7 @@ class TrialRun:
         )
         self.finished_run = None
         self.logged_steps: dict[str, int] = {}  # per metric: the last step already recorded
+        self.failures = 0
         runs = find_trial_runs(self.client, self.experiment_id, trial_id)
         finished = [r for r in runs if r.info.status == "FINISHED"]
         if finished:
@@ -477,7 +480,9 @@ class TrialRun:
             # Resume: reopen the trial's own run and log only steps after those it already has.
             run = runs[0]
             self.run_id = run.info.run_id
+            self.failures = int(run.data.tags.get(TAG_FAILURES, "0")) + 1
             self.client.update_run(self.run_id, status="RUNNING")
+            self.client.set_tag(self.run_id, TAG_FAILURES, str(self.failures))
             for key in run.data.metrics:
                 history = self.client.get_metric_history(self.run_id, key)
                 self.logged_steps[key] = max((m.step for m in history), default=-1)

@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import socket
 import tempfile
 import threading
@@ -20,7 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ftsweep.config import Config
-from ftsweep.tracking import TAG_PEAK_MEM_GB, TAG_PLAN_PEAK_GB, TrialRun, run_params
+from ftsweep.tracking import (
+    TAG_PEAK_MEM_GB,
+    TAG_PLAN_PEAK_GB,
+    TAG_RESUMED_FROM,
+    TrialRun,
+    experiment_name,
+    run_params,
+)
 
 Reporter = Callable[[dict], None]
 
@@ -188,6 +196,11 @@ def _make_callback(run: TrialRun, report: Reporter | None, counter):
             if report is not None:
                 report({"train_loss": loss, "step": state.global_step, "tokens": counter.tokens})
 
+        def on_step_end(self, args, state, control, **kwargs):
+            # A checkpoint of the finished training is never resumed from: skip writing it.
+            if state.global_step >= args.max_steps:
+                control.should_save = False
+
         def on_evaluate(self, args, state, control, metrics=None, **kwargs):
             # Held-out loss at a rung: what ASHA compares, at equal tokens across methods.
             eval_loss = (metrics or {}).get("eval_loss")
@@ -239,7 +252,10 @@ class TrainedTokens:
             self.tokens += int(mask.sum())
 
 
-def _training_arguments(cfg: Config, output_dir: str, show_progress: bool):
+def _training_arguments(
+    cfg: Config, output_dir: str, show_progress: bool, checkpoints: Path | None = None
+):
+    """HF TrainingArguments for the trial; `checkpoints`: where resumable checkpoints go."""
     import torch
     from transformers import TrainingArguments
 
@@ -251,7 +267,7 @@ def _training_arguments(cfg: Config, output_dir: str, show_progress: bool):
 
         load_deepspeed_ops()
     return TrainingArguments(
-        output_dir=output_dir,
+        output_dir=str(checkpoints) if checkpoints else output_dir,
         max_steps=cfg.train.max_steps,
         per_device_train_batch_size=cfg.train.batch_size,
         per_device_eval_batch_size=cfg.train.eval_batch_size,
@@ -264,7 +280,9 @@ def _training_arguments(cfg: Config, output_dir: str, show_progress: bool):
         # HF's default replaces a NaN/inf step loss by the window's average (0 when every step
         # is NaN), which would hide divergence from the callback that stops on it.
         logging_nan_inf_filter=False,
-        save_strategy="no",
+        save_strategy="steps" if checkpoints else "no",
+        save_steps=cfg.train.checkpoint_every or 500,
+        save_total_limit=1,  # resuming needs the latest only
         eval_strategy="steps" if cfg.train.eval_every else "no",
         eval_steps=cfg.train.eval_every,
         report_to="none",
@@ -312,6 +330,7 @@ def run_trial(
     except SystemExit:
         # Ray Tune ends a trial its scheduler stopped by raising SystemExit inside `report`.
         run.finish("FINISHED", "early_stopped")
+        shutil.rmtree(checkpoint_dir(cfg, trial_id), ignore_errors=True)
         raise
     except KeyboardInterrupt as exc:
         run.finish("KILLED", "interrupted", f"{type(exc).__name__}: {exc}")
@@ -414,7 +433,8 @@ def _train_and_evaluate(
         trainable, _total = count_parameters(model)
         general_loss_before = general_text_loss(model, tokenizer)
         counter = TrainedTokens(model)
-        args = _training_arguments(cfg, workdir, show_progress)
+        checkpoints = checkpoint_dir(cfg, run.trial_id) if cfg.train.checkpoint_every else None
+        args = _training_arguments(cfg, workdir, show_progress, checkpoints)
         trainer = trainer_class()(
             model=model,
             args=args,
@@ -425,7 +445,11 @@ def _train_and_evaluate(
         )
         # The Trainer's own runtime excludes engine set-up (DeepSpeed builds ops on first use),
         # so tokens/s measures training itself; wall_time_s below counts everything.
-        train_time = trainer.train().metrics["train_runtime"]
+        resume_from = last_checkpoint(checkpoints)
+        if resume_from:
+            run.client.set_tag(run.run_id, TAG_RESUMED_FROM, resume_from.name.split("-")[-1])
+        train_time = trainer.train(resume_from_checkpoint=resume_from and str(resume_from))
+        train_time = train_time.metrics["train_runtime"]
         tokens_trained = counter.tokens
 
         eval_loss = trainer.evaluate()["eval_loss"]
@@ -468,4 +492,18 @@ def _train_and_evaluate(
         "cost_usd": run_cost_usd(wall_time_s, cfg.hardware),
     }
     run.log_metrics(metrics, step=cfg.train.max_steps)
+    if checkpoints:
+        shutil.rmtree(checkpoints, ignore_errors=True)  # finished: nothing left to resume
     return metrics
+
+
+def checkpoint_dir(cfg: Config, trial_id: str) -> Path:
+    """Where a trial's resumable checkpoints live: stable across restarts of the trial."""
+    return cfg.results_path / "checkpoints" / experiment_name(cfg) / trial_id
+
+
+def last_checkpoint(folder: Path | None) -> Path | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    found = get_last_checkpoint(str(folder)) if folder and folder.is_dir() else None
+    return Path(found) if found else None

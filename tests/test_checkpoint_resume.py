@@ -1,0 +1,84 @@
+"""A trial that broke off resumes from its last checkpoint, in the same MLflow run."""
+
+from __future__ import annotations
+
+import pytest
+
+import ftsweep.trial as trial
+from ftsweep.tracking import (
+    TAG_FAILURES,
+    TAG_RESUMED_FROM,
+    TAG_STOP_REASON,
+    get_client,
+    tracking_uri,
+)
+from ftsweep.trial import checkpoint_dir, run_trial, trial_id_for
+
+
+class WorkerLost(RuntimeError):
+    pass
+
+
+def _trained_steps(monkeypatch) -> list[int]:
+    """The optimizer steps that actually ran forward/backward, in order."""
+    from transformers import Trainer
+
+    steps: list[int] = []
+    training_step = Trainer.training_step
+
+    def counted(self, *args, **kwargs):
+        steps.append(self.state.global_step + 1)
+        return training_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "training_step", counted)
+    return steps
+
+
+def test_a_broken_off_trial_resumes_from_its_checkpoint_in_the_same_run(tiny_config, monkeypatch):
+    cfg = tiny_config("sweep.name=resume-ckpt", "train.max_steps=4", "train.checkpoint_every=2")
+    steps = _trained_steps(monkeypatch)
+    real_trainer_class = trial.trainer_class
+
+    def dies_in_step_3():
+        class Dies(real_trainer_class()):
+            def training_step(self, *args, **kwargs):
+                if self.state.global_step == 2:
+                    raise WorkerLost("the worker died in step 3")
+                return super().training_step(*args, **kwargs)
+
+        return Dies
+
+    monkeypatch.setattr(trial, "trainer_class", dies_in_step_3)
+    with pytest.raises(WorkerLost):
+        run_trial(cfg)
+    folder = checkpoint_dir(cfg, trial_id_for(cfg))
+    assert [p.name for p in folder.iterdir()] == ["checkpoint-2"]
+
+    monkeypatch.setattr(trial, "trainer_class", real_trainer_class)
+    steps.clear()
+    result = run_trial(cfg)
+    assert result.status == "FINISHED"
+    assert steps == [3, 4]  # steps 1-2 came back from the checkpoint, not from training again
+    client = get_client(tracking_uri(cfg))
+    run = client.get_run(result.run_id)
+    tags = run.data.tags
+    assert (tags[TAG_FAILURES], tags[TAG_RESUMED_FROM], tags[TAG_STOP_REASON]) == (
+        "1",
+        "2",
+        "completed",
+    )
+    history = client.get_metric_history(result.run_id, "train_loss")
+    assert sorted(m.step for m in history) == [1, 2, 3, 4]  # as many steps as an unbroken trial
+    assert not folder.exists()  # finished: the checkpoints are gone
+
+
+def test_no_checkpoint_of_the_last_step_and_none_when_turned_off(tiny_config, monkeypatch):
+    monkeypatch.setattr(trial.shutil, "rmtree", lambda *a, **k: None)  # keep what was written
+    cfg = tiny_config("sweep.name=ckpt", "train.max_steps=4", "train.checkpoint_every=2")
+    assert run_trial(cfg).status == "FINISHED"
+    # Step 4 ends training: its checkpoint would never be resumed from, so it is not written.
+    assert [p.name for p in checkpoint_dir(cfg, trial_id_for(cfg)).iterdir()] == ["checkpoint-2"]
+
+    off = tiny_config("sweep.name=ckpt-off", "train.max_steps=4", "train.checkpoint_every=null")
+    assert run_trial(off).status == "FINISHED"
+    assert not checkpoint_dir(off, trial_id_for(off)).exists()
