@@ -40,6 +40,7 @@ import math
 import os
 import random
 import re
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -57,6 +58,7 @@ TAG_PLAN_PEAK_GB = "ftsweep.plan_peak_gb"
 TAG_PEAK_MEM_GB = "ftsweep.peak_mem_gb"
 TAG_FAILURES = "ftsweep.failures"  # how many times the trial was restarted after it broke off
 TAG_RESUMED_FROM = "ftsweep.resumed_from_step"
+TAG_WORKER = "ftsweep.worker"  # host:pid of the process running the trial, for operators
 
 METRICS = (
     "quality",
@@ -475,6 +477,7 @@ class TrialRun:
             TAG_TRIAL_ID: trial_id,
             TAG_RUN_ID: invocation_id,
             TAG_METHOD: str(params["method"]),
+            TAG_WORKER: f"{socket.gethostname()}:{os.getpid()}",
         }
         if runs:
             # Resume: reopen the trial's own run and log only steps after those it already has.

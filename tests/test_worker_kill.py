@@ -1,0 +1,93 @@
+"""Chaos: SIGKILL of the process running one trial, mid-training. That trial is retried in its
+own MLflow run and resumes from its last checkpoint; the other trials complete."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ftsweep.baseline import BASELINE_RUN_NAME
+from ftsweep.config import compose
+from ftsweep.space import expand
+from ftsweep.tracking import (
+    TAG_FAILURES,
+    TAG_RESUMED_FROM,
+    TAG_STOP_REASON,
+    TAG_TRIAL_ID,
+    TAG_WORKER,
+    get_client,
+)
+
+MAX_STEPS = 30
+SWEEP = [
+    "sweep=smoke",
+    f"train.max_steps={MAX_STEPS}",
+    "train.checkpoint_every=5",
+    "train.log_every=1",
+    "sweep.max_failures=1",
+]
+
+
+def _running_trial_past(db, step: int) -> tuple[str, int] | None:
+    """(run id, worker pid) of a running trial that has logged a train loss past `step`."""
+    if not db.exists():
+        return None
+    query = """
+        SELECT r.run_uuid, t.value FROM runs r
+        JOIN tags t ON t.run_uuid = r.run_uuid AND t.key = ?
+        JOIN metrics m ON m.run_uuid = r.run_uuid AND m.key = 'train_loss'
+        WHERE r.status = 'RUNNING' AND r.name != ?
+        GROUP BY r.run_uuid HAVING max(m.step) > ?"""
+    try:
+        with sqlite3.connect(db, timeout=30) as conn:
+            row = conn.execute(query, (TAG_WORKER, BASELINE_RUN_NAME, step)).fetchone()
+    except sqlite3.OperationalError:
+        return None
+    return (row[0], int(row[1].rsplit(":", 1)[1])) if row else None
+
+
+@pytest.mark.slow
+def test_a_trial_whose_worker_is_killed_resumes_and_the_others_complete(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ftsweep.cli", "sweep", *SWEEP, f"results_dir={tmp_path}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 400
+    victim = None
+    while victim is None and time.monotonic() < deadline and proc.poll() is None:
+        victim = _running_trial_past(tmp_path / "mlflow.db", step=7)  # a checkpoint at 5 exists
+        time.sleep(0.5)
+    assert victim is not None, "no trial got past step 7 before the deadline"
+    run_id, pid = victim
+    assert pid != proc.pid  # the trial runs in a Ray worker, not in the driver
+    os.kill(pid, signal.SIGKILL)
+    try:
+        output, _ = proc.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        output, _ = proc.communicate()
+        pytest.fail(f"the sweep did not finish after the kill:\n{output[-4000:]}")
+    assert proc.returncode == 0, output[-4000:]
+
+    client = get_client(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("smoke").experiment_id])
+    trials = [r for r in runs if r.info.run_name != BASELINE_RUN_NAME]
+    expected = {s.trial_id for s in expand(compose(SWEEP))}
+    assert sorted(r.data.tags[TAG_TRIAL_ID] for r in trials) == sorted(expected)  # no duplicate
+    for run in trials:
+        assert (run.info.status, run.data.tags[TAG_STOP_REASON]) == ("FINISHED", "completed")
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
+        assert sorted(steps) == list(range(1, MAX_STEPS + 1)), run.info.run_name
+    killed = client.get_run(run_id)
+    assert killed.data.tags[TAG_FAILURES] == "1"
+    assert int(killed.data.tags[TAG_RESUMED_FROM]) >= 5
+    assert killed.data.tags[TAG_WORKER].rsplit(":", 1)[1] != str(pid)  # a new worker finished it
+    assert [r.data.tags.get(TAG_FAILURES) for r in trials if r.info.run_id != run_id] == [None] * 2
