@@ -51,6 +51,8 @@ def with_train(cfg, **changes):
 class NoRecord:
     """Stands in for a trial's MLflow run where the bare side must record nothing."""
 
+    trial_id = "bench-bare"  # names the trial's checkpoint folder
+
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         pass
 
