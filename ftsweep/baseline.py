@@ -7,8 +7,6 @@ it measures (model, task, evaluation settings), so a resumed sweep does not meas
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 
 from ftsweep.config import Config
@@ -32,10 +30,10 @@ def baseline_params(cfg: Config) -> dict:
 
 
 def baseline_trial_id(cfg: Config) -> str:
+    from ftsweep.trial import stable_id
+
     identity = {"sweep": cfg.sweep.name, "data_config": cfg.data.model_dump(mode="json")}
-    identity |= baseline_params(cfg)
-    digest = hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
-    return f"{BASELINE_METHOD}-{digest[:10]}"
+    return stable_id(BASELINE_METHOD, identity | baseline_params(cfg))
 
 
 def record_baseline(cfg: Config, invocation_id: str = "baseline") -> dict[str, float]:

@@ -46,13 +46,15 @@ class TrialResult:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+def stable_id(prefix: str, identity: dict) -> str:
+    """`prefix-<hash>`: the same identity always gives the same id, in every process."""
+    digest = hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+    return f"{prefix}-{digest[:10]}"
+
+
 def trial_id_for(cfg: Config) -> str:
     """Stable id from what defines the trial: the same config always gives the same id."""
-    identity = {"sweep": cfg.sweep.name, **run_params(cfg)}
-    digest = hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[
-        :10
-    ]
-    return f"{cfg.method.name}-{digest}"
+    return stable_id(cfg.method.name, {"sweep": cfg.sweep.name, **run_params(cfg)})
 
 
 def run_name_for(cfg: Config) -> str:
