@@ -47,6 +47,9 @@ def test_smoke_sweep_records_every_method(tmp_path):
             assert metric in run.data.metrics
     assert len({r.data.tags[TAG_TRIAL_ID] for r in runs}) == 3
     assert (tmp_path / "ray").is_dir()
+    # MLflow is the record: of Tune's own files per trial only result.json (its result grid's).
+    tune_logs = {p.name.split(".")[0] for p in (tmp_path / "ray").rglob("*") if p.is_file()}
+    assert "result" in tune_logs and not tune_logs & {"progress", "events"}
 
     # Running the same command again resumes a finished sweep: nothing is trained or duplicated.
     again = subprocess.run(
