@@ -282,7 +282,6 @@ SCHEDULE_METRIC = "eval_loss"
 def run_sweep(cfg: Config, console=None) -> SweepOutcome:
     """Run (or resume) the sweep named in cfg.sweep and return what each trial reported."""
     from ray import tune
-
     from ray.tune.logger import JsonLoggerCallback
 
     from ftsweep.progress import ProgressCallback, SweepProgress
