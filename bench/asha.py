@@ -11,25 +11,34 @@ the learning rate within a few steps, so the best configuration means something)
 given to both sweeps as one grid in a fixed shuffled order (seed 0: ASHA decides as trials
 arrive, so a grid sorted by learning rate would favour or handicap it); the grid sweep runs them
 with `sweep.scheduler=none`, the ASHA sweep with `sweep.scheduler=asha`, rungs in training
-tokens. The ASHA sweep evaluates held-out loss every step (`train.eval_every=1`, what its rungs
-compare); the grid evaluates at the end only. Evaluation does not change training (no dropout,
-its own data loader), so a trial ASHA lets finish matches the grid's run of the same
-configuration: the details count how many match.
+tokens. Both evaluate held-out loss after every step (`train.eval_every=1`: what ASHA's rungs
+compare; the same evaluation cost on both sides, and no change to any token count). Evaluation
+does not change training (no dropout, its own data loader), so a trial ASHA lets finish matches
+the grid's run of the same configuration: the details count how many match.
 
 The first rung comes after one step: `grace_period_tokens` = batch x the shortest example,
 so every trial's first evaluation is past it; the second after `reduction_factor` steps; the
 third would be past the end of training.
+
+The grid's per-step losses answer what one ASHA run cannot: which grace period would have kept
+the grid's best configuration, and at what compute (counted in steps). `grace_scan` replays ASHA's rule (Ray's `_Bracket.on_result`, step by step, trials in
+the order the sweep started them) over those losses for every grace period up to half of
+training at reduction factors 3 and 4; its replay of the measured setting is checked against
+the real ASHA sweep (details: `replay_matches_asha`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import random
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 from bench.common import compose, emit, log, read_result, run_process
 
@@ -110,6 +119,19 @@ def sweep_config(overrides: list[str], sweep: dict, train: dict):
     return validate(data)
 
 
+def eval_losses(cfg) -> dict[str, dict[int, float]]:
+    """Each finished trial's held-out loss by step, from its MLflow run."""
+    from ftsweep.sweep import finished_runs_by_trial
+    from ftsweep.tracking import experiment_name, get_client, tracking_uri
+
+    uri = tracking_uri(cfg)
+    client = get_client(uri)
+    return {
+        trial_id: {m.step: m.value for m in client.get_metric_history(run.info.run_id, "eval_loss")}
+        for trial_id, run in finished_runs_by_trial(uri, experiment_name(cfg)).items()
+    }
+
+
 def run_one(spec: dict) -> dict:
     """In this process: one sweep through `run_sweep`; what each trial reported last."""
     from ftsweep.sweep import run_sweep
@@ -118,6 +140,7 @@ def run_one(spec: dict) -> dict:
     started = time.perf_counter()
     outcome = run_sweep(cfg)
     wall = time.perf_counter() - started
+    losses = eval_losses(cfg)
     trials = {}
     for t in outcome.trials:
         m = t.config.method
@@ -131,8 +154,77 @@ def run_one(spec: dict) -> dict:
             "quality": last.get("quality"),
             "eval_loss": last.get("eval_loss"),
             "step": last.get("step"),
+            # JSON keys are strings: steps as a list, index 0 = step 1
+            "eval_loss_by_step": [v for _, v in sorted(losses.get(t.trial_id, {}).items())],
         }
     return {"wall_s": wall, "trials": trials, "errors": outcome.errors}
+
+
+def replay_asha(losses: list[list[float]], grace_steps: int, reduction_factor: float) -> list[int]:
+    """The step at which ASHA stops each trial (len(losses[i]) if it finishes), trials arriving
+    one after another in the given order, rungs at grace x reduction_factor^k steps.
+
+    Ray's rule (`ray.tune.schedulers.async_hyperband._Bracket.on_result`): at a rung, a trial
+    stops if its loss is worse than the (1 - 1/reduction_factor) quantile of the losses already
+    recorded there; its own loss is recorded either way; the first trial at a rung always goes on.
+    """
+    steps = len(losses[0])
+    rungs = []
+    milestone = float(grace_steps)
+    while milestone < steps:
+        rungs.append(math.ceil(milestone))
+        milestone *= reduction_factor
+    recorded: dict[int, list[float]] = {rung: [] for rung in rungs}
+    stopped_at = []
+    for trial in losses:
+        stop = len(trial)
+        for rung in rungs:
+            reward = -trial[rung - 1]
+            earlier = recorded[rung]
+            cutoff = (
+                np.nanpercentile(earlier, (1 - 1 / reduction_factor) * 100) if earlier else None
+            )
+            earlier.append(reward)
+            if cutoff is not None and reward < cutoff:
+                stop = rung
+                break
+        stopped_at.append(stop)
+    return stopped_at
+
+
+def grace_scan(trials: list[dict], reduction_factors=(3, 4)) -> list[dict]:
+    """For each grace period (steps) and reduction factor: the grid's compute ASHA would spend
+    and how far its best finished trial would fall short of the grid's best."""
+    losses = [t["eval_loss_by_step"] for t in trials]
+    steps = len(losses[0])
+    best = max(t["quality"] for t in trials)
+    rows = []
+    for factor in reduction_factors:
+        for grace in range(1, steps // 2 + 1):
+            stopped_at = replay_asha(losses, grace, factor)
+            finished = [
+                t["quality"] for t, stop in zip(trials, stopped_at, strict=True) if stop == steps
+            ]
+            rows.append(
+                {
+                    "reduction_factor": factor,
+                    "grace_steps": grace,
+                    "compute_fraction": sum(stopped_at) / (steps * len(trials)),
+                    "best_quality_gap": best - max(finished),
+                    "finished": len(finished),
+                }
+            )
+    return rows
+
+
+def best_rank_by_step(trials: list[dict]) -> list[int]:
+    """Where the grid's best configuration ranks (1 = lowest held-out loss) after each step."""
+    best = max(trials, key=lambda t: t["quality"])
+    steps = len(best["eval_loss_by_step"])
+    return [
+        1 + sum(t["eval_loss_by_step"][i] < best["eval_loss_by_step"][i] for t in trials)
+        for i in range(steps)
+    ]
 
 
 def run(quick: bool = False) -> tuple[dict, dict]:
@@ -141,7 +233,7 @@ def run(quick: bool = False) -> tuple[dict, dict]:
     grace = grace_tokens(compose(base_overrides(s, str(work))))
     sweeps = {}
     try:
-        for name, scheduler, eval_every in (("grid", "none", None), ("asha", "asha", 1)):
+        for name, scheduler in (("grid", "none"), ("asha", "asha")):
             spec = {
                 "overrides": base_overrides(s, str(work / name)),
                 "sweep": {
@@ -154,7 +246,7 @@ def run(quick: bool = False) -> tuple[dict, dict]:
                         "reduction_factor": s["reduction_factor"],
                     },
                 },
-                "train": {"eval_every": eval_every},
+                "train": {"eval_every": 1},
             }
             log(f"asha: running the {name} sweep (16 trials)")
             _, stdout = run_process(["-m", "bench.asha", "sweep", json.dumps(spec)])
@@ -191,6 +283,15 @@ def run(quick: bool = False) -> tuple[dict, dict]:
         if abs(r["asha_eval_loss"] - r["grid_eval_loss"]) < 1e-4
         and r["asha_quality"] == r["grid_quality"]
     ]
+    # the grid's trials in the order both sweeps started them
+    order = [(c["params"]["learning_rate"], c["params"]["lora_r"]) for c in space()]
+    grid_in_order = [by_config[config] for config in order]
+    scan = grace_scan(grid_in_order)
+    replayed = replay_asha(
+        [t["eval_loss_by_step"] for t in grid_in_order], 1, s["reduction_factor"]
+    )
+    asha_by_config = {(t["learning_rate"], t["lora_r"]): t for t in asha.values()}
+    finished_for_real = [asha_by_config[c]["stop_reason"] == "completed" for c in order]
     figures = {
         "asha_compute_fraction": asha_tokens / grid_tokens,
         "asha_best_quality_gap": grid_best - asha_best,
@@ -211,6 +312,9 @@ def run(quick: bool = False) -> tuple[dict, dict]:
         "wall_s": {"grid": sweeps["grid"]["wall_s"], "asha": sweeps["asha"]["wall_s"]},
         "wall_fraction": sweeps["asha"]["wall_s"] / sweeps["grid"]["wall_s"],
         "errors": {k: v["errors"] for k, v in sweeps.items() if v["errors"]},
+        "grid_best_rank_by_step": best_rank_by_step(grid_in_order),
+        "replay_matches_asha": [stop == s["steps"] for stop in replayed] == finished_for_real,
+        "grace_scan": scan,
         "trials": sorted(rows, key=lambda r: (r["learning_rate"], r["lora_r"])),
     }
     return figures, details

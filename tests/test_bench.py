@@ -43,3 +43,47 @@ def test_settings_parse_and_unknown_groups_are_named(tmp_path, capsys):
     with pytest.raises(SystemExit):
         parse(["figures=nosuch"])
     assert "figures=nosuch: no such group" in capsys.readouterr().err
+
+
+def test_asha_replay_stops_the_trials_rays_own_bracket_stops():
+    import random
+
+    from ray.tune.schedulers.async_hyperband import _Bracket
+
+    from bench.asha import replay_asha
+
+    rng = random.Random(0)
+    steps, grace, factor = 12, 2, 3
+    losses = [[rng.uniform(0.2, 4.0) for _ in range(steps)] for _ in range(16)]
+
+    bracket = _Bracket(min_t=grace, max_t=steps, reduction_factor=factor, s=0)
+    ray_stops = []
+    for i, trial_losses in enumerate(losses):
+        trial = type("Trial", (), {"trial_id": str(i)})()
+        stop = steps
+        for step, loss in enumerate(trial_losses, start=1):
+            if bracket.on_result(trial, step, -loss) == "STOP":
+                stop = step
+                break
+        ray_stops.append(stop)
+
+    replayed = replay_asha(losses, grace, factor)
+    assert replayed == ray_stops
+    assert 0 < replayed.count(steps) < len(losses)  # some stopped, some finished
+
+
+def test_grace_scan_counts_compute_and_the_gap_to_the_grids_best():
+    from bench.asha import best_rank_by_step, grace_scan
+
+    # the best trial (quality 0.9) starts worst and ends best: an early rung cuts it
+    trials = [
+        {"quality": 0.9, "eval_loss_by_step": [3.0, 3.0, 0.1, 0.1]},
+        {"quality": 0.5, "eval_loss_by_step": [1.0, 0.9, 0.8, 0.7]},
+        {"quality": 0.4, "eval_loss_by_step": [1.1, 1.0, 0.9, 0.8]},
+    ]
+    ordered = [trials[1], trials[2], trials[0]]
+    rows = {(r["reduction_factor"], r["grace_steps"]): r for r in grace_scan(ordered, (2,))}
+    assert rows[(2, 1)]["best_quality_gap"] == pytest.approx(0.4)
+    assert rows[(2, 1)]["compute_fraction"] < 1.0
+    assert rows[(2, 2)]["best_quality_gap"] == pytest.approx(0.4)
+    assert best_rank_by_step(ordered) == [3, 3, 1, 1]
