@@ -41,7 +41,19 @@ def _axes(params: dict[str, Any]) -> list[dict[str, Any]]:
     return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*values)]
 
 
-def _method_config(sub: SearchSubspace, point: dict[str, Any], where: str) -> dict[str, Any]:
+def method_overrides(cfg: Config) -> dict[str, Any]:
+    """The method knobs given on the command line (`method.warmup_ratio=0.1`): those of the
+    composed method that differ from its conf/method defaults."""
+    defaults = method_defaults(cfg.method.name)
+    chosen = cfg.method.model_dump()
+    return {k: chosen[k] for k in defaults if k != "name" and chosen.get(k) != defaults[k]}
+
+
+def _method_config(
+    sub: SearchSubspace, point: dict[str, Any], where: str, overrides: dict[str, Any]
+) -> dict[str, Any]:
+    """A trial's method: the method's defaults, then the command line's method knobs (those the
+    method has), then the space's point, which wins."""
     allowed = set(MethodConfig.model_fields) | set(PSEUDO_PARAMS)
     for key in point:
         if key not in allowed:
@@ -49,9 +61,12 @@ def _method_config(sub: SearchSubspace, point: dict[str, Any], where: str) -> di
                 f"{where}.params.{key}: unknown knob for method {sub.method} "
                 f"(allowed: {', '.join(sorted(allowed - {'name'}))})"
             )
-    method = method_defaults(sub.method) | {
-        k: v for k, v in point.items() if k not in PSEUDO_PARAMS
-    }
+    defaults = method_defaults(sub.method)
+    method = (
+        defaults
+        | {k: v for k, v in overrides.items() if k in defaults}
+        | {k: v for k, v in point.items() if k not in PSEUDO_PARAMS}
+    )
     ratio = point.get("lora_alpha_ratio")
     if ratio is not None:
         if sub.method == "full":
@@ -69,11 +84,12 @@ def expand(cfg: Config) -> list[TrialSpec]:
     if not cfg.sweep.space:
         raise ConfigError("sweep.space is empty: choose a sweep with sweep=NAME (see sweeps/)")
     base = cfg.model_dump()
+    overrides = method_overrides(cfg)
     specs: dict[str, TrialSpec] = {}
     for index, sub in enumerate(cfg.sweep.space):
         where = f"sweep.space[{index}]"
         for point in _axes(sub.params):
-            method = _method_config(sub, point, where)
+            method = _method_config(sub, point, where, overrides)
             for seed_offset in range(cfg.sweep.seeds):
                 train = base["train"] | {"seed": cfg.train.seed + seed_offset}
                 try:
@@ -151,6 +167,6 @@ def spec_from_sample(cfg: Config, sample: dict[str, Any]) -> TrialSpec:
                 value = value.split(",")
             point[key] = value
     sub = SearchSubspace(method=method_name, params={})
-    method = _method_config(sub, point, "sweep.space")
+    method = _method_config(sub, point, "sweep.space", method_overrides(cfg))
     trial_cfg = validate(cfg.model_dump() | {"method": method})
     return TrialSpec(trial_id_for(trial_cfg), run_name_for(trial_cfg), trial_cfg)

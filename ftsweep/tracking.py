@@ -380,6 +380,11 @@ def run_params(cfg: Config) -> dict[str, Any]:
         "seed": cfg.train.seed,
         "precision": cfg.train.precision,
     }
+    # Recorded (and so part of the trial id) when set: the default 0 adds nothing, which keeps
+    # the ids of trials recorded before these knobs were.
+    params |= {
+        k: getattr(method, k) for k in ("weight_decay", "warmup_ratio") if getattr(method, k)
+    }
     if method.is_lora:
         targets = method.target_modules
         params |= {

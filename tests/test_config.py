@@ -71,6 +71,35 @@ def test_command_line_overrides_win_over_the_sweep():
     assert cfg.train.max_steps == 3
 
 
+def test_command_line_method_knobs_reach_every_trial_that_has_them():
+    plain = {s.trial_id for s in expand(compose(["sweep=lora_vs_full"]))}
+    cfg = compose(["sweep=lora_vs_full", "method.warmup_ratio=0.1", "method.lora_dropout=0.05"])
+    specs = expand(cfg)
+    assert {s.config.method.name for s in specs} == {"full", "lora", "qlora"}
+    for spec in specs:
+        assert spec.config.method.warmup_ratio == 0.1
+        # a knob only LoRA methods have stays off full fine-tuning
+        expected_dropout = 0.0 if spec.config.method.name == "full" else 0.05
+        assert spec.config.method.lora_dropout == expected_dropout
+    assert not plain & {s.trial_id for s in specs}  # a different config is a different trial
+
+    # the space's own value wins over the command line's
+    ranked = expand(compose(["sweep=rank_scan", "method.lora_r=4"]))
+    assert {s.config.method.lora_r for s in ranked if s.config.method.is_lora} == {
+        1,
+        2,
+        4,
+        8,
+        16,
+        32,
+        64,
+    }
+
+    # searchers' samples get them too
+    sampled = _sampled_specs(compose(["sweep=lr_scan", "method.warmup_ratio=0.2"]), n=3)
+    assert [s.config.method.warmup_ratio for s in sampled] == [0.2] * 3
+
+
 def test_alpha_tied_to_rank():
     cfg = compose(["sweep=lora_vs_full"])
     for spec in expand(cfg):
