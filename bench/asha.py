@@ -21,10 +21,11 @@ so every trial's first evaluation is past it; the second after `reduction_factor
 third would be past the end of training.
 
 The grid's per-step losses answer what one ASHA run cannot: which grace period would have kept
-the grid's best configuration, and at what compute (counted in steps). `grace_scan` replays ASHA's rule (Ray's `_Bracket.on_result`, step by step, trials in
-the order the sweep started them) over those losses for every grace period up to half of
-training at reduction factors 3 and 4; its replay of the measured setting is checked against
-the real ASHA sweep (details: `replay_matches_asha`).
+the grid's best configuration, and at what compute (counted in steps). `grace_scan` replays
+ASHA's rule (Ray's `_Bracket.on_result`, step by step, trials in the order the sweep started
+them) over those losses for every grace period up to half of training at reduction factors 3
+and 4; its replay of the measured setting is checked against the real ASHA sweep (details:
+`replay_matches_asha`).
 """
 
 from __future__ import annotations
@@ -287,8 +288,9 @@ def run(quick: bool = False) -> tuple[dict, dict]:
     order = [(c["params"]["learning_rate"], c["params"]["lora_r"]) for c in space()]
     grid_in_order = [by_config[config] for config in order]
     scan = grace_scan(grid_in_order)
+    measured_grace_steps = 1  # grace_tokens: one batch of the shortest examples
     replayed = replay_asha(
-        [t["eval_loss_by_step"] for t in grid_in_order], 1, s["reduction_factor"]
+        [t["eval_loss_by_step"] for t in grid_in_order], measured_grace_steps, s["reduction_factor"]
     )
     asha_by_config = {(t["learning_rate"], t["lora_r"]): t for t in asha.values()}
     finished_for_real = [asha_by_config[c]["stop_reason"] == "completed" for c in order]
