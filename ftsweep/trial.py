@@ -505,7 +505,25 @@ def checkpoint_dir(cfg: Config, trial_id: str) -> Path:
 
 
 def last_checkpoint(folder: Path | None) -> Path | None:
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest checkpoint saved to the end, or None.
 
-    found = get_last_checkpoint(str(folder)) if folder and folder.is_dir() else None
-    return Path(found) if found else None
+    The Trainer writes trainer_state.json last, so a worker killed mid-save leaves a newer folder
+    without a readable one: it is removed, and the trial resumes from the checkpoint before it.
+    """
+    from transformers.trainer import TRAINER_STATE_NAME
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    if folder is None or not folder.is_dir():
+        return None
+    steps = {}
+    for path in folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+        step = path.name.rsplit("-", 1)[1]
+        if path.is_dir() and step.isdigit():
+            steps[path] = int(step)
+    for path in sorted(steps, key=steps.get, reverse=True):
+        try:
+            json.loads((path / TRAINER_STATE_NAME).read_text())
+            return path
+        except (OSError, ValueError):
+            shutil.rmtree(path, ignore_errors=True)
+    return None

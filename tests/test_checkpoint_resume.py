@@ -82,3 +82,34 @@ def test_no_checkpoint_of_the_last_step_and_none_when_turned_off(tiny_config, mo
     off = tiny_config("sweep.name=ckpt-off", "train.max_steps=4", "train.checkpoint_every=null")
     assert run_trial(off).status == "FINISHED"
     assert not checkpoint_dir(off, trial_id_for(off)).exists()
+
+
+def test_a_checkpoint_half_written_when_the_worker_died_is_passed_over(tiny_config, monkeypatch):
+    """A kill while checkpoint-4 is being saved leaves a folder with weights but no trainer
+    state: the retry resumes from checkpoint-2, the last one written to the end."""
+    from transformers import Trainer
+
+    cfg = tiny_config("sweep.name=resume-torn", "train.max_steps=6", "train.checkpoint_every=2")
+    steps = _trained_steps(monkeypatch)
+    save_rng_state = Trainer._save_rng_state
+
+    def dies_while_saving_step_4(self, output_dir):
+        if self.state.global_step == 4:
+            raise WorkerLost("the worker died while saving checkpoint-4")
+        return save_rng_state(self, output_dir)
+
+    monkeypatch.setattr(Trainer, "_save_rng_state", dies_while_saving_step_4)
+    with pytest.raises(WorkerLost):
+        run_trial(cfg)
+    folder = checkpoint_dir(cfg, trial_id_for(cfg))
+    assert sorted(p.name for p in folder.iterdir()) == ["checkpoint-2", "checkpoint-4"]
+    assert not (folder / "checkpoint-4" / "trainer_state.json").exists()
+
+    monkeypatch.setattr(Trainer, "_save_rng_state", save_rng_state)
+    steps.clear()
+    result = run_trial(cfg)
+    assert result.status == "FINISHED"
+    assert steps == [3, 4, 5, 6]
+    tags = get_client(tracking_uri(cfg)).get_run(result.run_id).data.tags
+    assert (tags[TAG_RESUMED_FROM], tags[TAG_STOP_REASON]) == ("2", "completed")
+    assert not folder.exists()

@@ -16,6 +16,7 @@ from ftsweep.baseline import BASELINE_RUN_NAME
 from ftsweep.config import compose
 from ftsweep.space import expand
 from ftsweep.tracking import (
+    TAG_ERROR,
     TAG_FAILURES,
     TAG_RESUMED_FROM,
     TAG_STOP_REASON,
@@ -83,7 +84,8 @@ def test_a_trial_whose_worker_is_killed_resumes_and_the_others_complete(tmp_path
     expected = {s.trial_id for s in expand(compose(SWEEP))}
     assert sorted(r.data.tags[TAG_TRIAL_ID] for r in trials) == sorted(expected)  # no duplicate
     for run in trials:
-        assert (run.info.status, run.data.tags[TAG_STOP_REASON]) == ("FINISHED", "completed")
+        outcome = (run.info.status, run.data.tags[TAG_STOP_REASON])
+        assert outcome == ("FINISHED", "completed"), run.data.tags.get(TAG_ERROR)
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
         assert sorted(steps) == list(range(1, MAX_STEPS + 1)), run.info.run_name
     killed = client.get_run(run_id)
