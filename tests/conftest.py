@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 
 import pytest
 
@@ -23,6 +24,21 @@ def tiny_overrides(tmp_path):
         "data.num_train=16",
         "data.num_eval=4",
     ]
+
+
+@pytest.fixture
+def output_when_done():
+    """Waits for a sweep subprocess and returns its output; a hung sweep fails the test with
+    the end of what it printed."""
+
+    def wait(proc: subprocess.Popen, what: str, timeout_s: int = 600) -> str:
+        try:
+            return proc.communicate(timeout=timeout_s)[0]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail(f"{what} did not finish:\n{proc.communicate()[0][-4000:]}")
+
+    return wait
 
 
 @pytest.fixture

@@ -51,7 +51,7 @@ def _count_finished(db) -> int:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_sweep_then_resume(tmp_path):
+def test_sigkill_mid_sweep_then_resume(tmp_path, output_when_done):
     expected = {s.trial_id for s in expand(compose(SMOKE))} | {baseline_trial_id(compose(SMOKE))}
     # The driver and the Ray processes it starts share one process group: kill them all.
     proc = _sweep(tmp_path, start_new_session=True)
@@ -73,12 +73,7 @@ def test_sigkill_mid_sweep_then_resume(tmp_path):
     assert len(before) < len(expected) or any(r.info.status == "RUNNING" for r in before)
 
     resumed = _sweep(tmp_path)
-    try:
-        output, _ = resumed.communicate(timeout=600)
-    except subprocess.TimeoutExpired:
-        resumed.kill()
-        output, _ = resumed.communicate()
-        pytest.fail(f"the resumed sweep did not finish:\n{output[-4000:]}")
+    output = output_when_done(resumed, "the resumed sweep")
     assert resumed.returncode == 0, output[-4000:]
     assert "resuming sweep state" in output
 

@@ -54,7 +54,7 @@ def _running_trial_past(db, step: int) -> tuple[str, int] | None:
 
 
 @pytest.mark.slow
-def test_a_trial_whose_worker_is_killed_resumes_and_the_others_complete(tmp_path):
+def test_a_trial_whose_worker_is_killed_resumes_and_the_others_complete(tmp_path, output_when_done):
     proc = subprocess.Popen(
         [sys.executable, "-m", "ftsweep.cli", "sweep", *SWEEP, f"results_dir={tmp_path}"],
         stdout=subprocess.PIPE,
@@ -70,12 +70,7 @@ def test_a_trial_whose_worker_is_killed_resumes_and_the_others_complete(tmp_path
     run_id, pid = victim
     assert pid != proc.pid  # the trial runs in a Ray worker, not in the driver
     os.kill(pid, signal.SIGKILL)
-    try:
-        output, _ = proc.communicate(timeout=600)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        output, _ = proc.communicate()
-        pytest.fail(f"the sweep did not finish after the kill:\n{output[-4000:]}")
+    output = output_when_done(proc, "the sweep after the kill")
     assert proc.returncode == 0, output[-4000:]
 
     client = get_client(f"sqlite:///{tmp_path / 'mlflow.db'}")
