@@ -511,16 +511,12 @@ def last_checkpoint(folder: Path | None) -> Path | None:
     without a readable one: it is removed, and the trial resumes from the checkpoint before it.
     """
     from transformers.trainer import TRAINER_STATE_NAME
-    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+    from transformers.trainer_utils import sort_checkpoints
 
     if folder is None or not folder.is_dir():
         return None
-    steps = {}
-    for path in folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
-        step = path.name.rsplit("-", 1)[1]
-        if path.is_dir() and step.isdigit():
-            steps[path] = int(step)
-    for path in sorted(steps, key=steps.get, reverse=True):
+    # The Trainer's own ordering (by step, oldest first), the one it rotates checkpoints by.
+    for path in map(Path, reversed(sort_checkpoints(str(folder)))):
         try:
             json.loads((path / TRAINER_STATE_NAME).read_text())
             return path
