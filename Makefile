@@ -53,7 +53,7 @@ TRACKING_HOST ?= 127.0.0.1
 TRACKING_PORT ?= 5000
 
 tracking-server: install
-	$(BIN)/python -m ftsweep.server --host $(TRACKING_HOST) --port $(TRACKING_PORT) \
+	$(BIN)/python -m ftsweep.ops.server --host $(TRACKING_HOST) --port $(TRACKING_PORT) \
 	  --artifacts $(RESULTS)/mlartifacts --state-dir $(RESULTS)/postgres
 
 # Ratios measured side by side in one run (bench/README.md): prints a table, writes $(RESULTS)/bench.json.

@@ -98,9 +98,9 @@ def grace_tokens(cfg) -> int:
     """Tokens in the smallest possible first batch: every trial's first evaluation is past it."""
     from transformers import AutoTokenizer
 
-    from ftsweep.data import TokenizedDataset
-    from ftsweep.models import resolve_model_path
-    from ftsweep.tasks import get_task
+    from ftsweep.data.tokenize import TokenizedDataset
+    from ftsweep.models.builtin import resolve_model_path
+    from ftsweep.data.tasks import get_task
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(cfg.model.name_or_path))
     train, _ = get_task(cfg.data).split(cfg.data.num_train, cfg.data.num_eval, cfg.data.seed)
@@ -122,8 +122,8 @@ def sweep_config(overrides: list[str], sweep: dict, train: dict):
 
 def eval_losses(cfg) -> dict[str, dict[int, float]]:
     """Each finished trial's held-out loss by step, from its MLflow run."""
-    from ftsweep.sweep import finished_runs_by_trial
-    from ftsweep.tracking import experiment_name, get_client, tracking_uri
+    from ftsweep.sweep.run import finished_runs_by_trial
+    from ftsweep.tracking.record import experiment_name, get_client, tracking_uri
 
     uri = tracking_uri(cfg)
     client = get_client(uri)
@@ -135,7 +135,7 @@ def eval_losses(cfg) -> dict[str, dict[int, float]]:
 
 def run_one(spec: dict) -> dict:
     """In this process: one sweep through `run_sweep`; what each trial reported last."""
-    from ftsweep.sweep import run_sweep
+    from ftsweep.sweep.run import run_sweep
 
     cfg = sweep_config(spec["overrides"], spec["sweep"], spec["train"])
     started = time.perf_counter()

@@ -2,7 +2,7 @@
 
 flop_utilisation = achieved training FLOP/s / the matrix-product peak measured in the same run
 (bench/steps.py times both alternately). The FLOPs of a step come from the project's own
-formula (`ftsweep.cost.flops_per_token`, nanoGPT's 6N + 12·L·h·T for full fine-tuning, 4N plus
+formula (each method's `flops_per_token`, nanoGPT's 6N + 12·L·h·T for full fine-tuning, 4N plus
 the adapters' 6 per parameter for LoRA), counted over every position the step computes: batch
 x padded width, since padding is computed too.
 """
@@ -16,9 +16,9 @@ def matmul_peak(n: int = 2048, reps: int = 5, dtype: str = "fp32", device: str =
     """FLOP/s of the fastest of `reps` n x n matrix products (2n^3 FLOPs each)."""
     import torch
 
-    from ftsweep.methods import DTYPES
+    from ftsweep.methods.loading import dtype_of
 
-    kind = DTYPES[dtype]
+    kind = dtype_of(dtype)
     a = torch.randn(n, n, dtype=kind, device=device)
     b = torch.randn(n, n, dtype=kind, device=device)
     out = torch.empty(n, n, dtype=kind, device=device)
@@ -42,9 +42,9 @@ def _sync(device: str) -> None:
 
 def step_flops(cfg, positions: int, width: int) -> float:
     """FLOPs of one training step of cfg's method over `positions` (batch x width) positions."""
-    from ftsweep.cost import adapter_params, flops_per_token
-    from ftsweep.plan import adapter_of
+    from ftsweep.planning.memory import adapter_params
+    from ftsweep.planning.plan import adapter_of
 
     arch = cfg.model.architecture
-    adapters = adapter_params(arch, adapter_of(cfg)) if cfg.method.is_lora else 0
-    return flops_per_token(arch, cfg.method.name, width, adapters) * positions
+    adapters = adapter_params(arch, adapter_of(cfg)) if cfg.method.is_adapter else 0
+    return cfg.method.spec.flops_per_token(arch, width, adapters) * positions

@@ -52,7 +52,7 @@ def case_overrides(model: str, method: str, batch: int, seq_len: int, steps: int
 
 def plan_peak_gb(cfg) -> float:
     """The plan's peak per device for this trial as configured (what check_fits compares)."""
-    from ftsweep.plan import Workload, _settings, estimate
+    from ftsweep.planning.plan import Workload, _settings, estimate
 
     m = cfg.method
     option = estimate(
@@ -68,7 +68,7 @@ def plan_peak_gb(cfg) -> float:
 
 def measure_case(overrides: list[str]) -> dict:
     """In this (fresh) process: one trial, its peak, and the plan's estimate of it."""
-    from ftsweep.trial import _train_and_evaluate
+    from ftsweep.trial.run import _train_and_evaluate
 
     cfg = compose(overrides)
     metrics = _train_and_evaluate(cfg, NoRecord(), None, False)

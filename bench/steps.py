@@ -43,9 +43,9 @@ def fixed_batch(cfg, device: str = "cpu") -> dict:
     """The first train.batch_size training examples, tokenized and padded as a trial pads them."""
     from transformers import AutoTokenizer
 
-    from ftsweep.data import PadCollator, TokenizedDataset
-    from ftsweep.models import resolve_model_path
-    from ftsweep.tasks import get_task
+    from ftsweep.data.tokenize import PadCollator, TokenizedDataset
+    from ftsweep.models.builtin import resolve_model_path
+    from ftsweep.data.tasks import get_task
 
     path = resolve_model_path(cfg.model.name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -61,8 +61,8 @@ def build(cfg, device: str = "cpu"):
     """The method's model (the project's loading and adapters) and an AdamW over what trains."""
     import torch
 
-    from ftsweep.methods import apply_method, load_base_model
-    from ftsweep.models import resolve_model_path
+    from ftsweep.methods.registry import apply_method, load_base_model
+    from ftsweep.models.builtin import resolve_model_path
 
     model = apply_method(
         load_base_model(cfg, resolve_model_path(cfg.model.name_or_path)), cfg.method

@@ -71,8 +71,8 @@ def cmd_train(overrides: list[str]) -> int:
     cfg = compose(overrides)
     from rich.markup import escape
 
-    from ftsweep.tracking import experiment_name, redact_uri, tracking_uri
-    from ftsweep.trial import run_name_for, run_trial
+    from ftsweep.tracking.record import experiment_name, redact_uri, tracking_uri
+    from ftsweep.trial.run import run_name_for, run_trial
 
     console = _console()
     console.print(
@@ -81,7 +81,7 @@ def cmd_train(overrides: list[str]) -> int:
     try:
         result = run_trial(cfg, show_progress=True)
     except Exception as exc:  # recorded in MLflow already; the user gets one line, not a traceback
-        from ftsweep.trial import stop_reason_for
+        from ftsweep.trial.run import stop_reason_for
 
         console.print(
             f"[red]ftsweep: trial failed ({stop_reason_for(exc)}): "
@@ -101,7 +101,7 @@ def cmd_train(overrides: list[str]) -> int:
 def _print_metrics(console, metrics: dict) -> None:
     from rich.table import Table
 
-    from ftsweep.tracking import METRICS
+    from ftsweep.tracking.record import METRICS
 
     table = Table("metric", "value")
     for key in METRICS:
@@ -114,8 +114,8 @@ def cmd_sweep(overrides: list[str]) -> int:
     from ftsweep.config import compose
 
     cfg = compose(overrides)
-    from ftsweep.summary import print_summary
-    from ftsweep.sweep import run_sweep
+    from ftsweep.sweep.summary import print_summary
+    from ftsweep.sweep.run import run_sweep
 
     console = _console()
     console.print(f"sweep [bold]{cfg.sweep.name}[/bold]: {cfg.sweep.description.strip()}")
@@ -145,8 +145,8 @@ def cmd_report(overrides: list[str], extra: dict[str, str]) -> int:
     from ftsweep.config import compose
 
     cfg = compose(overrides)
-    from ftsweep.report import write_report
-    from ftsweep.tracking import experiment_name, tracking_uri
+    from ftsweep.report.analysis import write_report
+    from ftsweep.tracking.record import experiment_name, tracking_uri
 
     experiment = experiment_name(cfg)
     path = write_report(
@@ -164,8 +164,8 @@ def cmd_adapters(overrides: list[str], extra: dict[str, str]) -> int:
     from ftsweep.config import compose
 
     cfg = compose(overrides)
-    from ftsweep.adapters import format_adapters_table, list_adapters
-    from ftsweep.tracking import experiment_name, tracking_uri
+    from ftsweep.adapters.merge import format_adapters_table, list_adapters
+    from ftsweep.tracking.record import experiment_name, tracking_uri
 
     print(format_adapters_table(list_adapters(tracking_uri(cfg), experiment_name(cfg))))
     return 0
@@ -180,8 +180,8 @@ def cmd_merge(overrides: list[str], extra: dict[str, str]) -> int:
         raise ConfigError("out: required: the folder to write the merged checkpoint to (out=DIR)")
     cfg = compose(overrides)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    from ftsweep.adapters import MergeMismatch, merge_adapter
-    from ftsweep.tracking import experiment_name, tracking_uri
+    from ftsweep.adapters.merge import MergeMismatch, merge_adapter
+    from ftsweep.tracking.record import experiment_name, tracking_uri
 
     try:
         out = merge_adapter(
@@ -198,7 +198,8 @@ def cmd_plan(overrides: list[str], extra: dict[str, str]) -> int:
     from ftsweep.config import ConfigError, compose
 
     cfg = compose(overrides)
-    from ftsweep.plan import Workload, format_plan_table, plan, write_plan_json
+    from ftsweep.methods import method_names
+    from ftsweep.planning.plan import Workload, format_plan_table, plan, write_plan_json
 
     try:
         numbers = {k: int(v) for k, v in extra.items()}
@@ -212,7 +213,7 @@ def cmd_plan(overrides: list[str], extra: dict[str, str]) -> int:
     options = plan(
         cfg,
         # A method or hardware the user names narrows the plan; the defaults do not.
-        methods=[cfg.method.name] if "method" in chosen else ("full", "lora", "qlora"),
+        methods=[cfg.method.name] if "method" in chosen else method_names(),
         hardware=[cfg.hardware.name] if "hardware" in chosen else None,
         workload=workload,
         **({"max_gpus": numbers["max_gpus"]} if "max_gpus" in numbers else {}),
@@ -224,12 +225,12 @@ def cmd_plan(overrides: list[str], extra: dict[str, str]) -> int:
 
 
 def cmd_prepare(overrides: list[str], extra: dict[str, str]) -> int:
-    from ftsweep.models import prepare_builtin_models
+    from ftsweep.models.builtin import prepare_builtin_models
 
     for name, path in prepare_builtin_models(force=extra.get("force") == "true").items():
         print(f"{name}: {path}")
     # Built here once, so no trial's wall time includes compiling it.
-    from ftsweep.deepspeed_ops import extensions_dir, load_deepspeed_ops
+    from ftsweep.trial.deepspeed_ops import extensions_dir, load_deepspeed_ops
 
     op = load_deepspeed_ops()
     print(f"deepspeed op: {op} in {extensions_dir()}" if op else "deepspeed op: none needed")

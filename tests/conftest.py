@@ -75,7 +75,7 @@ def _fake_adapter(base_path: str, out, r: int, alpha: int, targets: str, seed: i
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from ftsweep.methods import TARGET_PRESETS
+    from ftsweep.methods.lora import TARGET_PRESETS
 
     base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
     model = get_peft_model(
@@ -97,7 +97,7 @@ def log_fake_run(client, experiment_id, spec, adapter_dir=None, error=None):
     """One run as `ftsweep.trial` records it, with the given knobs and numbers."""
     from mlflow.entities import Metric, Param
 
-    from ftsweep.tracking import TAG_ERROR, TAG_METHOD, TAG_STOP_REASON, TAG_SWEEP, TAG_TRIAL_ID
+    from ftsweep.tracking.record import TAG_ERROR, TAG_METHOD, TAG_STOP_REASON, TAG_SWEEP, TAG_TRIAL_ID
 
     method, r, alpha, targets, lr, seed, quality, cost, status, stop_reason = spec
     name = (
@@ -168,8 +168,8 @@ def fake_store(tmp_path_factory):
     """A store with hand-made numbers: experiment `fake` (every method, a failed and an early-stopped
     run, real peft adapters on tiny-llama), `fake-lora` (LoRA only), `fake-full` (one full run) and `empty` (no runs).
     Returns (tracking uri, {spec index: run id})."""
-    from ftsweep.models import resolve_model_path
-    from ftsweep.tracking import ensure_experiment, get_client
+    from ftsweep.models.builtin import resolve_model_path
+    from ftsweep.tracking.record import ensure_experiment, get_client
 
     root = tmp_path_factory.mktemp("fake-store")
     uri = f"sqlite:///{root / 'mlflow.db'}"
@@ -198,7 +198,7 @@ def trial_store(tmp_path_factory):
     experiment `tiny`. About a minute on 2 cores; tests that use it are marked slow.
     Returns (tracking uri, results folder)."""
     from ftsweep.config import compose
-    from ftsweep.trial import run_trial
+    from ftsweep.trial.run import run_trial
 
     root = tmp_path_factory.mktemp("trial-store")
     base = [

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ftsweep.adapters import format_adapters_table, list_adapters, merge_adapter
+from ftsweep.adapters.merge import format_adapters_table, list_adapters, merge_adapter
 from ftsweep.config import ConfigError
-from ftsweep.models import resolve_model_path
-from ftsweep.tracking import get_client
+from ftsweep.models.builtin import resolve_model_path
+from ftsweep.tracking.record import get_client
 
 PROMPT = "Order 42: three red chairs to Oslo."
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 import shutil
 
-from ftsweep.baseline import BASELINE_RUN_NAME, baseline_trial_id, record_baseline
-from ftsweep.report import analyse, lift_over_base
-from ftsweep.report_sections import lift_and_forgetting
-from ftsweep.tracking import TAG_STOP_REASON, TAG_TRIAL_ID, get_client, tracking_uri
+from ftsweep.trial.baseline import BASELINE_RUN_NAME, baseline_trial_id, record_baseline
+from ftsweep.report.analysis import analyse, lift_over_base
+from ftsweep.report.sections import lift_and_forgetting
+from ftsweep.tracking.record import TAG_STOP_REASON, TAG_TRIAL_ID, get_client, tracking_uri
 
 
 def _runs(cfg):

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from ftsweep.budget import estimate_trial, over_budget, spent
+from ftsweep.sweep.budget import estimate_trial, over_budget, spent
 
 
 def _run(run_id, method, status="FINISHED", steps=10, cost=None, wall=None):

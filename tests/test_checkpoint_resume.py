@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-import ftsweep.trial as trial
-from ftsweep.tracking import (
+import ftsweep.trial.run as trial
+from ftsweep.tracking.record import (
     TAG_FAILURES,
     TAG_RESUMED_FROM,
     TAG_STOP_REASON,
     get_client,
     tracking_uri,
 )
-from ftsweep.trial import checkpoint_dir, run_trial, trial_id_for
+from ftsweep.trial.run import checkpoint_dir, run_trial, trial_id_for
 
 
 class WorkerLost(RuntimeError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ftsweep.config import CONF_DIR, SWEEPS_DIR, ConfigError, compose
-from ftsweep.space import expand
+from ftsweep.sweep.space import expand
 
 
 def test_default_config_is_lora_on_smollm2():
@@ -33,7 +33,7 @@ def _sampled_specs(cfg, n=8):
     """Draw from a random/optuna sweep's conditional space with a real Optuna study."""
     import optuna
 
-    from ftsweep.space import define_by_run, spec_from_sample
+    from ftsweep.sweep.space import define_by_run, spec_from_sample
 
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     sample = define_by_run(cfg.sweep.space)
@@ -48,7 +48,7 @@ def _sampled_specs(cfg, n=8):
 
 @pytest.mark.parametrize("sweep", sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml")))
 def test_every_sweep_composes_and_expands(sweep):
-    from ftsweep.sweep import _check_sweep
+    from ftsweep.sweep.run import _check_sweep
 
     cfg = compose([f"sweep={sweep}"])
     assert cfg.sweep.name == sweep
@@ -57,7 +57,7 @@ def test_every_sweep_composes_and_expands(sweep):
     assert len({s.trial_id for s in specs}) == len(specs)
     for spec in specs:
         if spec.config.method.name == "full":
-            assert spec.config.method.lora_r is None
+            assert not hasattr(spec.config.method, "lora_r")
 
 
 def test_sweep_overrides_base_config():
@@ -79,13 +79,13 @@ def test_command_line_method_knobs_reach_every_trial_that_has_them():
     for spec in specs:
         assert spec.config.method.warmup_ratio == 0.1
         # a knob only LoRA methods have stays off full fine-tuning
-        expected_dropout = 0.0 if spec.config.method.name == "full" else 0.05
-        assert spec.config.method.lora_dropout == expected_dropout
+        expected_dropout = None if spec.config.method.name == "full" else 0.05
+        assert getattr(spec.config.method, "lora_dropout", None) == expected_dropout
     assert not plain & {s.trial_id for s in specs}  # a different config is a different trial
 
     # the space's own value wins over the command line's
     ranked = expand(compose(["sweep=rank_scan", "method.lora_r=4"]))
-    assert {s.config.method.lora_r for s in ranked if s.config.method.is_lora} == {
+    assert {s.config.method.lora_r for s in ranked if s.config.method.is_adapter} == {
         1,
         2,
         4,
@@ -103,7 +103,7 @@ def test_command_line_method_knobs_reach_every_trial_that_has_them():
 def test_alpha_tied_to_rank():
     cfg = compose(["sweep=lora_vs_full"])
     for spec in expand(cfg):
-        if spec.config.method.is_lora:
+        if spec.config.method.is_adapter:
             assert spec.config.method.lora_alpha == 2 * spec.config.method.lora_r
 
 
@@ -162,7 +162,7 @@ def test_conditional_space_draws_knobs_only_for_their_method():
     for spec in specs:
         lr = spec.config.method.learning_rate
         if spec.config.method.name == "full":
-            assert spec.config.method.lora_r is None
+            assert not hasattr(spec.config.method, "lora_r")
             assert 1e-6 <= lr <= 1e-3
         else:
             assert spec.config.method.lora_r == 16 and spec.config.method.lora_alpha == 32
@@ -175,7 +175,7 @@ def test_grid_refuses_ranges():
 
 
 def test_asha_needs_intermediate_evaluation():
-    from ftsweep.sweep import _check_sweep
+    from ftsweep.sweep.run import _check_sweep
 
     with pytest.raises(ConfigError, match="train.eval_every"):
         _check_sweep(compose(["sweep=lr_scan", "train.eval_every=null"]))

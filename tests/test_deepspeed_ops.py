@@ -7,9 +7,9 @@ import shutil
 import subprocess
 import sys
 
-from ftsweep.deepspeed_ops import extensions_dir, load_deepspeed_ops
+from ftsweep.trial.deepspeed_ops import extensions_dir, load_deepspeed_ops
 
-LOAD = "from ftsweep.deepspeed_ops import load_deepspeed_ops; print(load_deepspeed_ops())"
+LOAD = "from ftsweep.trial.deepspeed_ops import load_deepspeed_ops; print(load_deepspeed_ops())"
 
 
 def test_a_stale_build_lock_does_not_hang_the_next_load(tmp_path):

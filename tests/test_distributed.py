@@ -7,7 +7,7 @@ import math
 import pytest
 
 from ftsweep.config import ConfigError
-from ftsweep.distributed import (
+from ftsweep.trial.workers import (
     DRIVER_RESOURCES,
     group_metrics,
     merge_worker_reports,
@@ -15,8 +15,8 @@ from ftsweep.distributed import (
     worker_config,
     worker_failure,
 )
-from ftsweep.tracking import METRICS, TAG_STOP_REASON, TAG_TRIAL_ID, get_client, tracking_uri
-from ftsweep.trial import TrialDiverged, stop_reason_for
+from ftsweep.tracking.record import METRICS, TAG_STOP_REASON, TAG_TRIAL_ID, get_client, tracking_uri
+from ftsweep.trial.run import TrialDiverged, stop_reason_for
 
 ZERO3 = ("method=full", "method.zero_stage=3")
 
@@ -72,7 +72,7 @@ def test_the_failure_that_explains_a_worker_group_error_is_chosen():
 
 
 def test_outside_tune_reports_go_to_the_given_reporter_or_nowhere():
-    from ftsweep.distributed import _report_callbacks
+    from ftsweep.trial.workers import _report_callbacks
 
     assert _report_callbacks(None) == []
     seen = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ftsweep.tracking import (
+from ftsweep.tracking.record import (
     TAG_ERROR,
     TAG_PEAK_MEM_GB,
     TAG_PLAN_PEAK_GB,
@@ -12,7 +12,7 @@ from ftsweep.tracking import (
     get_client,
     tracking_uri,
 )
-from ftsweep.trial import TrialDiverged, planned_peak_gb, run_trial
+from ftsweep.trial.run import TrialDiverged, planned_peak_gb, run_trial
 
 
 def _only_run(cfg):
@@ -62,7 +62,7 @@ def test_no_estimate_without_an_architecture_block(tiny_config):
 
 
 def test_a_failure_that_is_not_oom_carries_no_memory_tags(tiny_config, monkeypatch):
-    import ftsweep.trial as trial
+    import ftsweep.trial.run as trial
 
     def diverge(*args, **kwargs):
         raise TrialDiverged("train loss became nan at step 1")
@@ -104,7 +104,7 @@ def test_a_nan_loss_stops_the_trial_within_its_step(tiny_config, monkeypatch, fi
 def test_train_exits_non_zero_with_one_clear_line_on_divergence(
     tiny_overrides, monkeypatch, capsys
 ):
-    import ftsweep.trial as trial
+    import ftsweep.trial.run as trial
     from ftsweep.cli import main
 
     def diverge(*args, **kwargs):

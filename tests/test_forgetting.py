@@ -7,13 +7,13 @@ import math
 import pytest
 import torch
 
-from ftsweep.forgetting import general_text, general_text_ids, general_text_loss
+from ftsweep.data.forgetting import general_text, general_text_ids, general_text_loss
 
 
 def _load(name: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ftsweep.models import resolve_model_path
+    from ftsweep.models.builtin import resolve_model_path
 
     path = resolve_model_path(f"builtin:{name}")
     return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)

@@ -5,14 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ftsweep.methods import (
-    apply_method,
-    count_parameters,
-    deepspeed_config,
-    load_base_model,
-    target_modules,
-)
-from ftsweep.models import resolve_model_path
+from ftsweep.methods.loading import build_model, count_parameters
+from ftsweep.models.builtin import resolve_model_path
 
 
 def _one_step(model) -> None:
@@ -31,9 +25,7 @@ def _snapshot(model) -> dict[str, torch.Tensor]:
 
 def _load(tiny_config, method: str, *extra: str):
     cfg = tiny_config(f"method={method}", *extra)
-    return cfg, apply_method(
-        load_base_model(cfg, resolve_model_path(cfg.model.name_or_path)), cfg.method
-    )
+    return cfg, build_model(cfg, resolve_model_path(cfg.model.name_or_path))
 
 
 def test_lora_trains_adapters_only_and_leaves_base_bit_identical(tiny_config):
@@ -94,13 +86,17 @@ def test_trainable_counts_follow_rank(tiny_config):
 @pytest.mark.parametrize(("preset", "expected"), [("attention", 4), ("mlp", 3), ("all-linear", 7)])
 def test_target_presets(tiny_config, preset, expected):
     cfg = tiny_config("method=lora", f"method.target_modules={preset}")
-    assert len(target_modules(cfg.method)) == expected
+    assert len(cfg.method.target_names) == expected
+
+
+def _ds(method):
+    return method.spec.deepspeed_config(method)
 
 
 def test_deepspeed_config_only_for_full_with_zero(tiny_config):
-    assert deepspeed_config(tiny_config("method=lora").method) is None
-    assert deepspeed_config(tiny_config("method=full", "method.zero_stage=0").method) is None
-    zero3 = deepspeed_config(
+    assert _ds(tiny_config("method=lora").method) is None
+    assert _ds(tiny_config("method=full", "method.zero_stage=0").method) is None
+    zero3 = _ds(
         tiny_config("method=full", "method.zero_stage=3", "method.offload=true").method
     )
     assert zero3["zero_optimization"]["stage"] == 3

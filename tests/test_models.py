@@ -7,8 +7,8 @@ import json
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from ftsweep.data import prompt_text
-from ftsweep.models import builtin_model_dir, is_prepared, resolve_model_path
+from ftsweep.data.tokenize import prompt_text
+from ftsweep.models.builtin import builtin_model_dir, is_prepared, resolve_model_path
 
 
 def test_builtin_models_are_plain_checkpoints():

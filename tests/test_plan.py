@@ -8,18 +8,10 @@ import json
 import pytest
 
 from ftsweep.config import ConfigError, compose, validate
-from ftsweep.cost import (
-    GB,
-    Adapter,
-    Memory,
-    activation_gb,
-    block_linear_params,
-    cost_usd,
-    flops_per_token,
-    full_memory,
-    hardware_catalog,
-)
-from ftsweep.plan import (
+from ftsweep.methods import get_method
+from ftsweep.planning.cost import cost_usd, hardware_catalog
+from ftsweep.planning.memory import GB, Adapter, Memory, activation_gb, block_linear_params
+from ftsweep.planning.plan import (
     Workload,
     calibrate,
     check_fits,
@@ -28,6 +20,11 @@ from ftsweep.plan import (
     plan,
     write_plan_json,
 )
+
+def _full_memory(arch, precision, zero_stage, offload, num_gpus) -> Memory:
+    adapter = Adapter(r=8, targets=("q_proj",))
+    return get_method("full").state_memory(arch, precision, adapter, zero_stage, offload, num_gpus)
+
 
 REQUIRED_KEYS = {
     "method",
@@ -127,12 +124,12 @@ def test_zero_sharding_divides_states_by_gpus(llama7b):
     p = arch.num_params
     # DeepSpeed's ZeRO-2 count in bf16: 2 + 18 / n bytes per parameter
     for n in (1, 2, 4, 8):
-        m = full_memory(arch, "bf16", 2, False, n)
+        m = _full_memory(arch, "bf16", 2, False, n)
         assert m.weights + m.grads + m.optimizer == pytest.approx(p * (2 + 18 / n) / GB)
-    zero3 = [full_memory(arch, "bf16", 3, False, n) for n in (1, 2, 4)]
+    zero3 = [_full_memory(arch, "bf16", 3, False, n) for n in (1, 2, 4)]
     totals = [m.weights + m.grads + m.optimizer for m in zero3]
     assert totals[0] > totals[1] > totals[2]
-    offloaded = full_memory(arch, "bf16", 2, True, 1)
+    offloaded = _full_memory(arch, "bf16", 2, True, 1)
     assert offloaded.optimizer == 0 and offloaded.host > 0
 
 
@@ -142,8 +139,8 @@ def test_torch_frees_grads_between_steps_and_deepspeed_keeps_them(llama7b):
     assert Memory(1, 2, 3, 4, 0.5, grads_persist=False).total == 1 + 3 + 4 + 0.5
     assert Memory(1, 2, 3, 4, 0.5, grads_persist=True).total == 1 + 3 + 2 + 4 + 0.5
     arch = llama7b.model.architecture
-    assert not full_memory(arch, "bf16", 0, False, 1).grads_persist
-    assert full_memory(arch, "bf16", 2, False, 1).grads_persist
+    assert not _full_memory(arch, "bf16", 0, False, 1).grads_persist
+    assert _full_memory(arch, "bf16", 2, False, 1).grads_persist
 
 
 def test_activations_grow_with_tokens_and_halve_in_16_bits(llama7b):
@@ -157,8 +154,8 @@ def test_activations_grow_with_tokens_and_halve_in_16_bits(llama7b):
 
 def test_lora_needs_fewer_flops_per_token_than_full(llama7b):
     arch = llama7b.model.architecture
-    full = flops_per_token(arch, "full", 512)
-    lora = flops_per_token(arch, "lora", 512, adapter_count=40_000_000)
+    full = get_method("full").flops_per_token(arch, 512, 0)
+    lora = get_method("lora").flops_per_token(arch, 512, 40_000_000)
     assert 0.6 * full < lora < 0.75 * full  # no weight gradients for the frozen base: ~2/3
     assert full > 6 * arch.num_params * 0.9
 

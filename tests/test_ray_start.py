@@ -8,7 +8,7 @@ import os
 def test_local_ray_runs_trial_workers_at_normal_priority(tiny_config, monkeypatch):
     import ray
 
-    from ftsweep.sweep import WORKER_NICENESS, _start_ray
+    from ftsweep.sweep.run import WORKER_NICENESS, _start_ray
 
     monkeypatch.delenv(WORKER_NICENESS, raising=False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)

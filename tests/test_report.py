@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ftsweep.config import ConfigError, HardwareConfig
-from ftsweep.report import (
+from ftsweep.report.analysis import (
     RunRow,
     analyse,
     effective_tflops,
@@ -21,7 +21,7 @@ from ftsweep.report import (
     recommend,
     write_report,
 )
-from ftsweep.report_render import Document, Section, Table
+from ftsweep.report.render import Document, Section, Table
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -274,7 +274,7 @@ def test_report_files_on_the_fake_sweep(fake_store, tmp_path):
 
 
 def test_the_report_warns_about_old_prices(fake_store):
-    from ftsweep.report_sections import build_document
+    from ftsweep.report.sections import build_document
 
     uri, _ = fake_store
     analysis = analyse(uri, "fake", target_gpu="a100-80gb", today=dt.date(2027, 6, 1))
@@ -349,7 +349,7 @@ def test_report_on_real_tiny_trials(trial_store, tmp_path):
 def test_the_report_never_shows_a_password_from_the_tracking_uri(fake_store):
     import dataclasses
 
-    from ftsweep.report_sections import build_document
+    from ftsweep.report.sections import build_document
 
     uri, _ = fake_store
     analysis = dataclasses.replace(

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from ftsweep.report import load_rows, write_report
+from ftsweep.report.analysis import load_rows, write_report
 
 CHROMIUM_FLAGS = [
     "--headless",

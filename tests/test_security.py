@@ -8,7 +8,7 @@ import re
 import pytest
 
 from ftsweep.config import CONF_DIR, PROJECT_ROOT, compose
-from ftsweep.tracking import TAG_ERROR, get_client, redact_uri, tracking_uri
+from ftsweep.tracking.record import TAG_ERROR, get_client, redact_uri, tracking_uri
 
 MODEL_CONFIGS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
 SECRET = "s3cret-Pa55"
@@ -37,7 +37,7 @@ def _captured_from_pretrained(monkeypatch):
 
 @pytest.mark.parametrize("method", ["full", "lora", "qlora"])
 def test_base_models_load_without_remote_code_from_safetensors_only(monkeypatch, method):
-    from ftsweep.methods import load_base_model
+    from ftsweep.methods.loading import load_base_model
 
     calls = _captured_from_pretrained(monkeypatch)
     load_base_model(compose(["model=tiny-llama", f"method={method}"]), "some/model")
@@ -47,7 +47,7 @@ def test_base_models_load_without_remote_code_from_safetensors_only(monkeypatch,
 
 
 def test_remote_code_only_when_the_config_says_so(monkeypatch):
-    from ftsweep.methods import load_base_model
+    from ftsweep.methods.loading import load_base_model
 
     calls = _captured_from_pretrained(monkeypatch)
     load_base_model(compose(["model=tiny-llama", "model.trust_remote_code=true"]), "some/model")
@@ -58,7 +58,7 @@ def test_a_pickled_checkpoint_is_refused(tmp_path):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from ftsweep.methods import load_base_model
+    from ftsweep.methods.loading import load_base_model
 
     config = LlamaConfig(
         vocab_size=64,
@@ -136,7 +136,7 @@ def test_redact_uri(uri, shown):
 
 
 def test_secrets_in_a_failure_are_not_recorded(tiny_config, monkeypatch):
-    import ftsweep.trial as trial
+    import ftsweep.trial.run as trial
 
     def unreachable(*args, **kwargs):
         raise ConnectionError(
@@ -157,8 +157,8 @@ def test_secrets_in_a_failure_are_not_recorded(tiny_config, monkeypatch):
 def test_sweep_summary_does_not_print_a_password(tiny_config, monkeypatch):
     from rich.console import Console
 
-    import ftsweep.summary as summary
-    from ftsweep.sweep import SweepOutcome
+    import ftsweep.sweep.summary as summary
+    from ftsweep.sweep.run import SweepOutcome
 
     monkeypatch.setattr(summary, "finished_runs_by_trial", lambda uri, experiment: {})
     monkeypatch.setattr(summary, "_unfinished_runs", lambda outcome: [])
@@ -184,7 +184,7 @@ def test_sweep_summary_does_not_print_a_password(tiny_config, monkeypatch):
 def test_tracking_server_binds_to_loopback_and_keeps_the_password_off_its_command_line(
     monkeypatch, tmp_path
 ):
-    import ftsweep.server as server
+    import ftsweep.ops.server as server
 
     started = {}
 

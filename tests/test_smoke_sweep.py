@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from ftsweep.tracking import TAG_STOP_REASON, TAG_SWEEP, TAG_TRIAL_ID, get_client
+from ftsweep.tracking.record import TAG_STOP_REASON, TAG_SWEEP, TAG_TRIAL_ID, get_client
 
 
 @pytest.mark.slow

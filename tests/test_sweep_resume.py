@@ -11,10 +11,10 @@ import time
 
 import pytest
 
-from ftsweep.baseline import BASELINE_RUN_NAME, baseline_trial_id
+from ftsweep.trial.baseline import BASELINE_RUN_NAME, baseline_trial_id
 from ftsweep.config import compose
-from ftsweep.space import expand
-from ftsweep.tracking import TAG_STOP_REASON, TAG_TRIAL_ID, get_client
+from ftsweep.sweep.space import expand
+from ftsweep.tracking.record import TAG_STOP_REASON, TAG_TRIAL_ID, get_client
 
 SMOKE = ["sweep=smoke"]
 

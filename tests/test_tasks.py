@@ -8,11 +8,11 @@ import typing
 import pytest
 
 from ftsweep.config import ConfigError, DataConfig, compose
-from ftsweep.tasks import DIFFICULTIES, builtin_tasks, get_task
-from ftsweep.tasks.domain import TriageTask
-from ftsweep.tasks.format import FormatTask
-from ftsweep.tasks.knowledge import EVAL_ASK, TRAIN_ASK, KnowledgeTask
-from ftsweep.tasks.metrics import field_accuracy, normalize, token_f1
+from ftsweep.data.tasks import DIFFICULTIES, builtin_tasks, get_task
+from ftsweep.data.tasks.domain import TriageTask
+from ftsweep.data.tasks.format import FormatTask
+from ftsweep.data.tasks.knowledge import EVAL_ASK, TRAIN_ASK, KnowledgeTask
+from ftsweep.data.tasks.metrics import field_accuracy, normalize, token_f1
 
 BUILTIN = ["format", "knowledge", "domain"]
 CASES = [(task, level) for task in BUILTIN for level in DIFFICULTIES]
@@ -160,8 +160,8 @@ LIFT_OVERRIDES = {
 @pytest.mark.slow
 @pytest.mark.parametrize("name", BUILTIN)
 def test_lora_lifts_quality_over_the_base_model(name, tmp_path):
-    from ftsweep.evaluate import base_model_quality
-    from ftsweep.trial import run_trial
+    from ftsweep.data.evaluate import base_model_quality
+    from ftsweep.trial.run import run_trial
 
     cfg = compose(
         [

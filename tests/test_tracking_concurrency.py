@@ -10,7 +10,7 @@ import time
 import pytest
 from mlflow.exceptions import MlflowException
 
-from ftsweep.tracking import (
+from ftsweep.tracking.record import (
     TAG_TRIAL_ID,
     TrackingUnavailable,
     TrialRun,
@@ -132,7 +132,7 @@ def test_a_run_created_before_a_lost_reply_is_not_created_twice(tiny_config, mon
     monkeypatch.setattr(
         raw, "create_run", _fail_once_after(raw.create_run, ConnectionResetError("reset"))
     )
-    monkeypatch.setattr("ftsweep.tracking.get_client", lambda uri: client)
+    monkeypatch.setattr("ftsweep.tracking.record.get_client", lambda uri: client)
     run = TrialRun(cfg, "trial-b", "run b", "test")
     experiment = client.get_experiment_by_name("lost-create")
     runs = client.search_runs([experiment.experiment_id])
@@ -152,7 +152,7 @@ import sys, time
 from pathlib import Path
 
 from ftsweep.config import compose
-from ftsweep.tracking import TrialRun
+from ftsweep.tracking.record import TrialRun
 
 results, index = sys.argv[1], int(sys.argv[2])
 cfg = compose(["model=tiny-llama", f"results_dir={results}", "sweep.name=crowd", f"train.seed={index}"])

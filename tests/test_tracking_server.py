@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from ftsweep.server import (
+from ftsweep.ops.server import (
     LocalPostgres,
     postgres_bin_dir,
     start_tracking_server,
@@ -96,7 +96,7 @@ import sys, time
 from pathlib import Path
 
 from ftsweep.config import compose
-from ftsweep.tracking import TrialRun
+from ftsweep.tracking.record import TrialRun
 
 uri, results, sweep, index, steps, pause = sys.argv[1:7]
 index, steps, pause = int(index), int(steps), float(pause)
@@ -169,7 +169,7 @@ def _finish(procs, timeout_s: float = 600) -> list[str]:
 
 
 def _check_runs(url: str, sweep: str, n: int, steps: int):
-    from ftsweep.tracking import get_client
+    from ftsweep.tracking.record import get_client
 
     client = get_client(url)
     experiments = [e for e in client.search_experiments() if e.name == sweep]
@@ -186,7 +186,7 @@ def _check_runs(url: str, sweep: str, n: int, steps: int):
 
 def test_four_concurrent_trials_log_to_the_server_and_lose_nothing(server, tmp_path):
     from ftsweep.config import compose
-    from ftsweep.tracking import run_params
+    from ftsweep.tracking.record import run_params
 
     steps = 40
     procs = _start_workers(server.url_with_secret, tmp_path / "r", "cluster", 4, steps, 0.0)

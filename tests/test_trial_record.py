@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from ftsweep.tracking import (
+from ftsweep.tracking.record import (
     METRICS,
     TAG_RUN_ID,
     TAG_STOP_REASON,
@@ -19,7 +19,7 @@ from ftsweep.tracking import (
     mark_abandoned_runs,
     tracking_uri,
 )
-from ftsweep.trial import TrialDiverged, run_name_for, run_trial, trial_id_for
+from ftsweep.trial.run import TrialDiverged, run_name_for, run_trial, trial_id_for
 
 
 def _runs(cfg):
@@ -111,7 +111,7 @@ def test_a_crash_after_the_last_train_loss_still_gets_its_final_metrics(tiny_con
 
 
 def test_nan_loss_raises_diverged():
-    from ftsweep.trial import _make_callback
+    from ftsweep.trial.run import _make_callback
 
     class Recorder:
         logged: list = []
@@ -131,7 +131,7 @@ def test_nan_loss_raises_diverged():
 
 
 def test_diverged_trial_is_recorded_failed_with_reason(tiny_config, monkeypatch):
-    import ftsweep.trial as trial
+    import ftsweep.trial.run as trial
 
     def diverge(*args, **kwargs):
         raise TrialDiverged("train loss became nan at step 1")

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from ftsweep.config import ConfigError, compose
-from ftsweep.data import IGNORE_INDEX, prompt_text, tokenize_example
-from ftsweep.tasks import get_task
-from ftsweep.tasks.user import identity
+from ftsweep.data.tokenize import IGNORE_INDEX, prompt_text, tokenize_example
+from ftsweep.data.tasks import get_task
+from ftsweep.data.tasks.user import identity
 
 CAPITALS = [
     ("France", "Paris"),
@@ -94,7 +94,7 @@ def test_duplicates_of_eval_examples_are_not_trained_on(tmp_path):
 def test_chat_template_frames_the_conversation_and_masks_the_prompt(tmp_path):
     from transformers import AutoTokenizer
 
-    from ftsweep.models import resolve_model_path
+    from ftsweep.models.builtin import resolve_model_path
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("builtin:tiny-llama"))
     path = _write_jsonl(tmp_path / "d.jsonl", [_record("messages", c, k) for c, k in CAPITALS])
@@ -116,7 +116,7 @@ def test_chat_template_frames_the_conversation_and_masks_the_prompt(tmp_path):
 def test_plain_text_is_trained_without_the_chat_template(tmp_path):
     from transformers import AutoTokenizer
 
-    from ftsweep.models import resolve_model_path
+    from ftsweep.models.builtin import resolve_model_path
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("builtin:tiny-llama"))
     path = _write_jsonl(tmp_path / "d.jsonl", [_record("text", c, k) for c, k in CAPITALS])
@@ -129,8 +129,8 @@ def test_plain_text_is_trained_without_the_chat_template(tmp_path):
 def test_long_prompts_keep_part_of_the_reply_to_learn():
     from transformers import AutoTokenizer
 
-    from ftsweep.models import resolve_model_path
-    from ftsweep.tasks import Example
+    from ftsweep.models.builtin import resolve_model_path
+    from ftsweep.data.tasks import Example
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("builtin:tiny-llama"))
     example = Example(prompt="word " * 300, completion="the answer is here")
@@ -144,9 +144,9 @@ def test_long_prompts_keep_part_of_the_reply_to_learn():
 def test_a_reply_cut_by_seq_len_is_warned_about(caplog):
     from transformers import AutoTokenizer
 
-    from ftsweep.data import TokenizedDataset
-    from ftsweep.models import resolve_model_path
-    from ftsweep.tasks import Example
+    from ftsweep.data.tokenize import TokenizedDataset
+    from ftsweep.models.builtin import resolve_model_path
+    from ftsweep.data.tasks import Example
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("builtin:tiny-llama"))
     short = Example(prompt="Capital of France?", completion="Paris")
@@ -319,7 +319,7 @@ def test_a_bad_file_is_one_line_from_the_cli(tmp_path, capsys):
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_user_data_in_each_format_trains_and_scores(tmp_path, tiny_config, fmt):
-    from ftsweep.trial import run_trial
+    from ftsweep.trial.run import run_trial
 
     path = _write_jsonl(tmp_path / f"{fmt}.jsonl", [_record(fmt, c, k) for c, k in CAPITALS])
     cfg = tiny_config(
@@ -333,8 +333,8 @@ def test_user_data_in_each_format_trains_and_scores(tmp_path, tiny_config, fmt):
 def test_without_a_chat_template_the_turns_are_plain_lines(tmp_path):
     from transformers import AutoTokenizer
 
-    from ftsweep.data import end_of_reply
-    from ftsweep.models import resolve_model_path
+    from ftsweep.data.tokenize import end_of_reply
+    from ftsweep.models.builtin import resolve_model_path
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("builtin:tiny-llama"))
     tokenizer.chat_template = None

@@ -12,10 +12,10 @@ import time
 
 import pytest
 
-from ftsweep.baseline import BASELINE_RUN_NAME
+from ftsweep.trial.baseline import BASELINE_RUN_NAME
 from ftsweep.config import compose
-from ftsweep.space import expand
-from ftsweep.tracking import (
+from ftsweep.sweep.space import expand
+from ftsweep.tracking.record import (
     TAG_ERROR,
     TAG_FAILURES,
     TAG_RESUMED_FROM,

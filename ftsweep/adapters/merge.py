@@ -1,0 +1,217 @@
+"""A sweep's LoRA/QLoRA adapters: list them, and merge one into its base model for deployment.
+
+Every LoRA-type trial logs its adapter (peft format) under the MLflow artifact path `adapter`.
+Merging loads the base model the run names, applies the adapter, folds it into the weights
+(`merge_and_unload`) and saves a plain transformers checkpoint: config, safetensors, tokenizer.
+A QLoRA adapter is merged into the full-precision base: the 4-bit base it trained on is an
+approximation of those weights, and a merged 4-bit checkpoint would lose the adapter's precision.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+
+from ftsweep.config import ConfigError
+from ftsweep.report.analysis import RunRow, load_rows, recommend
+from ftsweep.tracking.record import get_client
+
+ADAPTER_PATH = "adapter"
+# The sentence whose logits must agree before and after merging.
+CHECK_TEXT = "Turn this into JSON: order 1234 for two blue mugs, shipped to Lyon."
+# Largest logit difference a merge may introduce: float rounding only.
+MERGE_TOLERANCE = {"fp32": 1e-3, "bf16": 0.25, "fp16": 0.05}
+
+
+class MergeMismatch(RuntimeError):
+    """The merged model's outputs differ from the adapter model's beyond rounding."""
+
+
+def _artifact_files(client, run_id: str, path: str = ADAPTER_PATH) -> list:
+    files = []
+    for item in client.list_artifacts(run_id, path):
+        files.extend(_artifact_files(client, run_id, item.path) if item.is_dir else [item])
+    return files
+
+
+def recommended_adapter_run(rows: list[RunRow]) -> RunRow | None:
+    """The report's recommended run when it has an adapter, else the best value among adapters."""
+    overall = recommend(rows)
+    if overall and overall.run.is_lora:
+        return overall.run
+    among_adapters = recommend([r for r in rows if r.is_lora])
+    return among_adapters.run if among_adapters else None
+
+
+def list_adapters(tracking_uri: str, experiment: str) -> list[dict]:
+    """Every LoRA-type run of the sweep that logged an adapter, best quality first."""
+    rows = load_rows(tracking_uri, experiment)
+    chosen = recommended_adapter_run(rows)
+    recommended_id = chosen.run_id if chosen else None
+    client = get_client(tracking_uri)
+    adapters = []
+    for row in (r for r in rows if r.is_lora):
+        files = _artifact_files(client, row.run_id)
+        if not files:
+            continue  # failed before it saved one
+        adapters.append(
+            {
+                "run_id": row.run_id,
+                "run": row.name,
+                "method": row.method,
+                "lora_r": row.lora_r,
+                "lora_alpha": row.params.get("lora_alpha"),
+                "target_modules": row.targets,
+                "learning_rate": row.learning_rate,
+                "seed": row.seed,
+                "quality": row.quality,
+                "size_mb": sum(f.file_size or 0 for f in files) / 1e6,
+                "files": len(files),
+                "status": row.left_out_reason or "finished",
+                "recommended": row.run_id == recommended_id,
+            }
+        )
+    return sorted(adapters, key=lambda a: (-_sortable(a["quality"]), a["size_mb"]))
+
+
+def _sortable(quality: float) -> float:
+    return quality if math.isfinite(quality) else -math.inf
+
+
+def format_adapters_table(rows: list[dict]) -> str:
+    """A plain-text table of `list_adapters` rows; `*` marks the default for merging."""
+    if not rows:
+        return "no adapters: this sweep has no LoRA or QLoRA run that logged one"
+    headers = [
+        "",
+        "run id",
+        "run",
+        "method",
+        "r",
+        "alpha",
+        "targets",
+        "lr",
+        "seed",
+        "quality",
+        "size",
+        "status",
+    ]
+    lines = [
+        [
+            "*" if a["recommended"] else "",
+            a["run_id"][:12],
+            a["run"],
+            a["method"],
+            str(a["lora_r"]),
+            f"{float(a['lora_alpha']):g}" if a["lora_alpha"] is not None else "?",
+            str(a["target_modules"]),
+            f"{a['learning_rate']:.0e}" if a["learning_rate"] is not None else "?",
+            str(a["seed"]),
+            f"{a['quality']:.3f}" if math.isfinite(a["quality"]) else "n/a",
+            f"{a['size_mb']:.2f} MB",
+            a["status"],
+        ]
+        for a in rows
+    ]
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(headers)]
+    text = [
+        " ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+        for line in [headers, *lines]
+    ]
+    text.insert(1, " ".join("-" * w for w in widths))
+    if any(a["recommended"] for a in rows):
+        text.append("* recommended: what `ftsweep merge` merges when no run= is given")
+    return "\n".join(text)
+
+
+def _pick_run(rows: list[RunRow], run_id: str | None, experiment: str) -> RunRow:
+    """The run named by id (or a unique prefix of it), else the recommended LoRA-type run."""
+    lora = [r for r in rows if r.is_lora]
+    known = ", ".join(r.run_id[:12] for r in lora) or "none"
+    if run_id is None:
+        chosen = recommended_adapter_run(rows)
+        if chosen is None:
+            raise ConfigError(
+                f"sweep {experiment!r} has no finished LoRA or QLoRA run to merge (adapter runs: {known})"
+            )
+        return chosen
+    matches = [r for r in rows if r.run_id.startswith(run_id)] if len(run_id) >= 4 else []
+    if len(matches) != 1:
+        why = "matches several runs" if matches else "is no run"
+        raise ConfigError(f"run={run_id} {why} of sweep {experiment!r} (adapter runs: {known})")
+    row = matches[0]
+    if not row.is_lora:
+        raise ConfigError(
+            f"run={run_id} is a {row.method} fine-tuning run: it has no adapter (adapter runs: {known})"
+        )
+    return row
+
+
+def base_model_path(model_name: str) -> tuple[str, bool]:
+    """The base checkpoint a run's `model` param names, and whether it needs remote code."""
+    from ftsweep.config import compose
+    from ftsweep.models.builtin import resolve_model_path
+
+    model = compose([f"model={model_name}"]).model
+    return resolve_model_path(model.name_or_path), model.trust_remote_code
+
+
+def _logits(model, tokenizer):
+    import torch
+
+    batch = tokenizer(CHECK_TEXT, return_tensors="pt").to(model.device)
+    with torch.no_grad():
+        return model(**batch).logits.float()
+
+
+def merge_adapter(tracking_uri: str, experiment: str, run_id: str | None, out_dir: Path) -> Path:
+    """Merge a run's adapter (default: the recommended one) into its base; returns out_dir.
+
+    Checks that the merged model's logits match the adapter model's on a sample sentence
+    and raises MergeMismatch otherwise.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise ConfigError(f"out={out_dir} is not empty; choose a new folder for the merged model")
+    row = _pick_run(load_rows(tracking_uri, experiment), run_id, experiment)
+    model_name = row.params.get("model")
+    if not model_name:
+        raise ConfigError(f"run {row.run_id} records no `model` param: its base model is unknown")
+    base_path, trust_remote_code = base_model_path(model_name)
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ftsweep.methods.loading import dtype_of
+
+    precision = row.params.get("precision", "fp32")
+    client = get_client(tracking_uri)
+    with tempfile.TemporaryDirectory(prefix="ftsweep-adapter-") as tmp:
+        if not _artifact_files(client, row.run_id):
+            raise ConfigError(
+                f"run {row.run_id} ({row.name}) logged no adapter; it may have failed before saving one"
+            )
+        adapter_dir = client.download_artifacts(row.run_id, ADAPTER_PATH, tmp)
+        tokenizer = AutoTokenizer.from_pretrained(base_path, trust_remote_code=trust_remote_code)
+        base = AutoModelForCausalLM.from_pretrained(
+            base_path,
+            dtype=dtype_of(precision) if precision in ("fp32", "bf16", "fp16") else torch.float32,
+            trust_remote_code=trust_remote_code,
+            use_safetensors=True,
+        )
+        model = PeftModel.from_pretrained(base, adapter_dir, use_safetensors=True)
+        model.eval()
+        before = _logits(model, tokenizer)
+        merged = model.merge_and_unload()
+        after = _logits(merged, tokenizer)
+    difference = (before - after).abs().max().item()
+    if difference > MERGE_TOLERANCE.get(precision, MERGE_TOLERANCE["fp32"]):
+        raise MergeMismatch(
+            f"merging run {row.run_id} changed the logits by up to {difference:.3g}"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    merged.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir

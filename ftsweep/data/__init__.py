@@ -1,0 +1,1 @@
+"""What a trial trains and is scored on: tasks, tokenizing, scoring replies, forgetting."""

@@ -1,0 +1,130 @@
+"""What every fine-tuning method is: its knobs (a pydantic model) and its behaviour (a `Method`).
+
+A method module defines both and registers the `Method` once (`register_method`); the schema,
+the trial, the plan and the report ask the registry and never compare method names.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from ftsweep.config import ArchitectureConfig
+    from ftsweep.planning.memory import Adapter, Memory
+
+
+class MethodKnobs(BaseModel):
+    """The knobs every method has; a method's own knobs subclass this.
+
+    Unknown keys are errors, so a knob given to a method it does not apply to is refused by name.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    learning_rate: Annotated[float, Field(gt=0, le=1)]
+    weight_decay: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.0
+
+    @property
+    def spec(self) -> Method:
+        """This method's registry entry."""
+        from ftsweep.methods.registry import get_method
+
+        return get_method(self.name)
+
+    @property
+    def is_adapter(self) -> bool:
+        return self.spec.is_adapter
+
+    @property
+    def quantized(self) -> bool:
+        return self.spec.quantized
+
+    @property
+    def group_size(self) -> int:
+        """Processes that train one trial: 1, or the data-parallel workers of a worker group."""
+        return int(getattr(self, "num_workers", 1))
+
+
+class Method:
+    """One fine-tuning method: how its base loads, what trains, what it records and costs."""
+
+    name: ClassVar[str]
+    label: ClassVar[str]  # how people name it: "LoRA"
+    knobs: ClassVar[type[MethodKnobs]]
+    colour: ClassVar[str] = "#777777"  # in the report's plots
+    # The run trains adapters on a frozen base: its artifact is the adapter, not a model.
+    is_adapter: ClassVar[bool] = False
+    # The frozen base is loaded quantised (bitsandbytes NF4).
+    quantized: ClassVar[bool] = False
+
+    # --- the trial ------------------------------------------------------------------------
+
+    def load_options(self, knobs: MethodKnobs, dtype) -> dict[str, Any]:
+        """Extra `from_pretrained` arguments for the base model."""
+        return {}
+
+    def prepare(self, model, knobs: MethodKnobs):
+        """The model as it trains: which weights are trainable, adapters attached."""
+        raise NotImplementedError
+
+    def deepspeed_config(self, knobs: MethodKnobs) -> dict | None:
+        """The DeepSpeed config the Trainer runs with, or None when DeepSpeed is not used."""
+        return None
+
+    def needs_gathered_weights(self, knobs: MethodKnobs) -> bool:
+        """Whether the trained weights are partitioned across ranks (ZeRO-3) and must be
+        reloaded from the saved checkpoint to generate."""
+        return False
+
+    # --- the record -----------------------------------------------------------------------
+
+    def record_params(self, knobs: MethodKnobs) -> dict[str, Any]:
+        """This method's knobs as MLflow params (part of the trial id)."""
+        return {}
+
+    def run_name_parts(self, knobs: MethodKnobs) -> list[str]:
+        """Words of the run name after the method's name, e.g. ["r16", "a32", "all-linear"]."""
+        return []
+
+    def describe(self, params: dict[str, str]) -> list[str]:
+        """The knobs that tell a recorded run of this method apart, from its MLflow params."""
+        return []
+
+    # --- the plan -------------------------------------------------------------------------
+
+    def plan_layouts(self, on_cpu: bool, max_gpus: int) -> list[tuple[int, int | None, bool]]:
+        """(GPUs, ZeRO stage, offload) layouts the plan estimates."""
+        return [(1, None, False)]
+
+    def layout_label(self, zero_stage: int | None, offload: bool) -> str:
+        return self.label
+
+    def state_memory(
+        self,
+        arch: ArchitectureConfig,
+        precision: str,
+        adapter: Adapter,
+        zero_stage: int | None,
+        offload: bool,
+        num_gpus: int,
+    ) -> Memory:
+        """Weights, gradients and optimizer states per device (activations: see the plan)."""
+        raise NotImplementedError
+
+    def trains_adapter(self) -> bool:
+        """Whether activations include the adapters' (the plan's activation term)."""
+        return self.is_adapter
+
+    def flops_per_token(self, arch: ArchitectureConfig, context: int, adapter_params: int) -> float:
+        raise NotImplementedError
+
+    # Share of the device's FLOP rate this method's step reaches relative to a plain one.
+    speed_factor: ClassVar[float] = 1.0
+
+    def remedies(self, knobs: MethodKnobs, on_cpu: bool) -> list[str]:
+        """What the user can change when a trial of this method does not fit its memory."""
+        return []

@@ -1,0 +1,137 @@
+"""Full fine-tuning: every weight trains, through DeepSpeed ZeRO when `zero_stage` > 0, on one
+process or a group of data-parallel workers (`num_workers`)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from ftsweep.methods.base import Method, MethodKnobs
+from ftsweep.methods.registry import register_method
+from ftsweep.planning.memory import BYTES, GB, Memory, compute_params, largest_layer_params
+
+# (ZeRO stage, offload) layouts the plan tries on GPUs; offloading to the CPU one already runs on
+# changes nothing, so on CPU only the unoffloaded ones.
+LAYOUTS = ((0, False), (2, False), (2, True), (3, False), (3, True))
+
+
+class FullKnobs(MethodKnobs):
+    name: Literal["full"]
+    # DeepSpeed ZeRO stage: 0 = plain single process / DDP, 2 = shard grads + optimizer, 3 = weights too.
+    zero_stage: Literal[0, 2, 3] = 0
+    offload: bool = False  # optimizer states (and ZeRO-3 params) in CPU memory
+    # Data-parallel workers (Ray Train); 1 = this process.
+    num_workers: Annotated[int, Field(ge=1, le=1024)] = 1
+
+
+class FullFineTuning(Method):
+    name = "full"
+    label = "Full fine-tuning"
+    knobs = FullKnobs
+    colour = "#3b6fb6"
+
+    def prepare(self, model, knobs: FullKnobs):
+        model.requires_grad_(True)
+        return model
+
+    def deepspeed_config(self, knobs: FullKnobs) -> dict | None:
+        if not knobs.zero_stage:
+            return None
+        from ftsweep.config import CONF_DIR
+
+        config = json.loads((CONF_DIR / "deepspeed" / f"zero{knobs.zero_stage}.json").read_text())
+        if knobs.offload:
+            config["zero_optimization"]["offload_optimizer"] = {"device": "cpu", "pin_memory": False}
+            if knobs.zero_stage == 3:
+                config["zero_optimization"]["offload_param"] = {"device": "cpu", "pin_memory": False}
+        return config
+
+    def needs_gathered_weights(self, knobs: FullKnobs) -> bool:
+        return knobs.zero_stage == 3
+
+    def record_params(self, knobs: FullKnobs) -> dict:
+        return {
+            "zero_stage": knobs.zero_stage,
+            "offload": knobs.offload,
+            "num_workers": knobs.num_workers,
+        }
+
+    def run_name_parts(self, knobs: FullKnobs) -> list[str]:
+        parts = [f"zero{knobs.zero_stage}{'-offload' if knobs.offload else ''}"] if knobs.zero_stage else []
+        if knobs.num_workers > 1:
+            parts.append(f"x{knobs.num_workers}workers")
+        return parts
+
+    def describe(self, params: dict[str, str]) -> list[str]:
+        if params.get("zero_stage", "0") == "0":
+            return []
+        offload = "+offload" if params.get("offload") == "True" else ""
+        return [f"ZeRO-{params['zero_stage']}{offload}"]
+
+    def plan_layouts(self, on_cpu: bool, max_gpus: int) -> list[tuple[int, int | None, bool]]:
+        return [
+            (n, stage, offload)
+            for stage, offload in LAYOUTS
+            if not (on_cpu and offload)
+            for n in range(1, (1 if on_cpu else max_gpus) + 1)
+        ]
+
+    def layout_label(self, zero_stage: int | None, offload: bool) -> str:
+        return f"ZeRO-{zero_stage or 0}" + ("+offload" if offload else "")
+
+    def state_memory(self, arch, precision, adapter, zero_stage, offload, num_gpus) -> Memory:
+        """Weights, gradients and AdamW states per GPU (activations: see the plan)."""
+        p, n, w = arch.num_params, num_gpus, BYTES[precision]
+        mixed = w < 4
+        zero_stage = zero_stage or 0
+        if zero_stage == 0:
+            # torch autocast, no DeepSpeed: fp32 weights (4) plus the 16-bit copies autocast keeps
+            # for backward (2, mixed only); fp32 grads (4), and DDP's bucket copy of them on >1 GPU
+            # (4); AdamW m + v (8). Mixed precision: 4 + 2 + 4 + 8 = 18 bytes per parameter.
+            return Memory(
+                weights=p * (4 + 2 * mixed) / GB,
+                grads=p * (4 + 4 * (n > 1)) / GB,
+                optimizer=p * 8 / GB,
+                activations=0.0,
+                runtime=0.0,
+                grads_persist=False,
+            )
+        # DeepSpeed, as its estimate_zero2_model_states_mem_needs counts: params (w) and grads (w)
+        # in the training precision, fp32 grads for the step (4, mixed only), fp32 master weights
+        # (4) and AdamW m + v (8). ZeRO-2 shards all but the params: bf16 = 2 + 18 / n bytes each.
+        grad_bytes = w + 4 * mixed
+        state_bytes = 4 + 8
+        if offload:
+            # ZeRO-Offload: fp32 grads, master weights and AdamW states live in host memory; the
+            # GPU keeps the 16-bit params (ZeRO-2) or only the layer in use (ZeRO-3, params too).
+            host = p * (4 + state_bytes + (w if zero_stage == 3 else 0)) / GB
+            weights = p * w / GB if zero_stage == 2 else 4 * largest_layer_params(arch) / GB
+            grads = p * w / n / GB if zero_stage == 2 else 0.0
+            return Memory(weights, grads, 0.0, 0.0, 0.0, host=host)
+        if zero_stage == 2:
+            weights = p * w / GB
+        else:
+            # ZeRO-3 shards the params too, and gathers a layer at a time (DeepSpeed: 4 x its params)
+            weights = (p * w / n + 4 * largest_layer_params(arch)) / GB
+        return Memory(weights, p * grad_bytes / n / GB, p * state_bytes / n / GB, 0.0, 0.0)
+
+    def flops_per_token(self, arch, context: int, adapter_params: int) -> float:
+        # forward 2N + backward 4N (input and weight gradients), plus attention's QK^T and AV,
+        # forward + backward, as in nanoGPT's estimate_mfu: 12 x L x h x T
+        return 6 * compute_params(arch) + 12 * arch.num_layers * arch.hidden_size * context
+
+    def remedies(self, knobs: FullKnobs, on_cpu: bool) -> list[str]:
+        out = []
+        if on_cpu and knobs.num_workers > 1:
+            out.append("use fewer method.num_workers (each holds a copy on this machine)")
+        if not on_cpu:
+            out.append("shard with method.zero_stage=3 and more method.num_workers")
+            if not knobs.offload:
+                out.append("set method.offload=true (states in CPU memory)")
+        out.append("use method=lora or method=qlora")
+        return out
+
+
+register_method(FullFineTuning())

@@ -1,0 +1,1 @@
+"""Where base weights come from: built-in models prepared from packages, hub ids, local folders."""

@@ -1,0 +1,1 @@
+"""Operating ftsweep for a cluster: the MLflow tracking server over PostgreSQL."""

@@ -1,0 +1,1 @@
+"""Before anything runs: prices, memory and time estimates, layouts that fit, calibration."""

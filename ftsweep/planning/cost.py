@@ -1,0 +1,97 @@
+"""What a run costs: dollars from device time, and time from a model's FLOPs.
+
+Small pure functions whose comments show the sum. Prices live in conf/hardware/*.yaml, each with
+its source and the date it was read; model shapes in conf/model/*.yaml (`architecture`). The
+plan (`ftsweep.planning.plan`) puts these together per method and GPU layout.
+"""
+
+from __future__ import annotations
+
+from ftsweep.config import CONF_DIR, ArchitectureConfig, ConfigError, HardwareConfig
+from ftsweep.planning.memory import BYTES
+
+# What a device holds besides the tensors counted here. CUDA: the context and cuBLAS workspaces
+# (which torch.cuda.max_memory_allocated does not count). CPU: the resident process, 0.69 GB at a
+# SmolLM2-135M trial's start (Python, torch, transformers, peft, mlflow, tokenizer, data) + ~0.3 GB
+# that training adds (Trainer, allocator slack): 1.0 GB, fitted to six measured peak RSS.
+GPU_RUNTIME_GB = 1.0
+CPU_RUNTIME_GB = 1.0
+# Data-parallel scaling per extra GPU: ZeRO-3 all-gathers the weights for every pass, 1.5x the
+# communication of ZeRO-0/2. Assumptions, as above.
+DP_EFFICIENCY = {0: 0.9, 2: 0.9, 3: 0.8}
+# ZeRO-Offload runs AdamW on the host: ~0.5e9 parameters/s per GPU's share (Qwen2.5-3B on 2x A100
+# with DeepSpeed's CPU Adam stepped in 2.4-3.1 s), with 16-bit tensors over PCIe 4.0 at ~16 GB/s.
+HOST_ADAM_PARAMS_PER_S = 0.5e9
+PCIE_BYTES_PER_S = 16e9
+
+
+# --- time ------------------------------------------------------------------------------------
+
+
+def compute_tokens_per_s(
+    flops: float, hardware: HardwareConfig, speed_factor: float, num_gpus: int, zero_stage: int | None
+) -> float:
+    # devices x scaling x mfu x peak FLOP/s / FLOPs per token x the method's own speed factor
+    scaling = DP_EFFICIENCY[zero_stage or 0] if num_gpus > 1 else 1.0
+    speed = num_gpus * scaling * hardware.mfu * hardware.peak_tflops * 1e12 / flops
+    return speed * speed_factor
+
+
+def offload_seconds_per_step(
+    arch: ArchitectureConfig, precision: str, zero_stage: int, num_gpus: int, micro_batches: int
+) -> float:
+    share = arch.num_params / num_gpus
+    w = BYTES[precision]
+    # host AdamW over this GPU's share + its 16-bit grads down and params back up over PCIe
+    seconds = share / HOST_ADAM_PARAMS_PER_S + 2 * w * share / PCIE_BYTES_PER_S
+    if zero_stage == 3:
+        # offloaded params come up from the host for forward and again for backward, every micro-batch
+        seconds += micro_batches * 2 * w * share / PCIE_BYTES_PER_S
+    return seconds
+
+
+# --- dollars ---------------------------------------------------------------------------------
+
+
+def cost_usd(devices: int, hours: float, price_per_device_hour: float) -> float:
+    # devices x hours x price per device-hour
+    return devices * hours * price_per_device_hour
+
+
+def run_cost_usd(wall_time_s: float, hardware: HardwareConfig) -> float:
+    return cost_usd(
+        hardware.devices_per_trial, wall_time_s / 3600.0, hardware.price_per_device_hour
+    )
+
+
+def experiments_per_dollar(cost: float) -> float:
+    return 1.0 / cost if cost > 0 else float("inf")
+
+
+def hardware_names() -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / "hardware").glob("*.yaml"))
+
+
+def load_hardware(name: str) -> HardwareConfig:
+    """conf/hardware/NAME.yaml, validated; a missing or bad file is a ConfigError."""
+    import yaml
+    from pydantic import ValidationError
+
+    path = CONF_DIR / "hardware" / f"{name}.yaml"
+    if not path.exists():
+        raise ConfigError(
+            f"hardware={name}: no such hardware (allowed: {', '.join(hardware_names())})"
+        )
+    raw = yaml.safe_load(path.read_text()) or {}
+    # YAML reads an unquoted 2026-11-28 as a date; the schema keeps it as text.
+    raw["price_date"] = str(raw.get("price_date", ""))
+    try:
+        return HardwareConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"conf/hardware/{name}.yaml: {problems}") from None
+
+
+def hardware_catalog() -> dict[str, HardwareConfig]:
+    """Every hardware option in conf/hardware, by name."""
+    return {name: load_hardware(name) for name in hardware_names()}

@@ -1,0 +1,1 @@
+"""A sweep: search space -> trials, run on Ray Tune, within a budget, with progress and a summary."""

@@ -1,0 +1,1 @@
+"""The MLflow record: one run per trial, retried writes, redacted secrets, paged queries."""

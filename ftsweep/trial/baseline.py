@@ -1,0 +1,87 @@
+"""The base model, untrained, on the sweep's task: the bar every fine-tuned run must clear.
+
+Recorded once per sweep as its own MLflow run (param `method=none`), so every run's lift over
+the base model can be read beside it. The run is found again by a trial id derived from what
+it measures (model, task, evaluation settings), so a resumed sweep does not measure it twice.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ftsweep.config import Config
+from ftsweep.tracking.record import TrialRun
+
+BASELINE_METHOD = "none"
+BASELINE_RUN_NAME = "base model"
+
+
+def baseline_params(cfg: Config) -> dict:
+    """What the base model's score depends on: the model, the task and how replies are scored."""
+    return {
+        "method": BASELINE_METHOD,
+        "model": cfg.model.name,
+        "data": cfg.data.name,
+        "hardware": cfg.hardware.name,
+        "seq_len": cfg.train.seq_len,
+        "max_new_tokens": cfg.train.max_new_tokens,
+        "precision": cfg.train.precision,
+    }
+
+
+def baseline_trial_id(cfg: Config) -> str:
+    from ftsweep.trial.run import stable_id
+
+    identity = {"sweep": cfg.sweep.name, "data_config": cfg.data.model_dump(mode="json")}
+    return stable_id(BASELINE_METHOD, identity | baseline_params(cfg))
+
+
+def record_baseline(cfg: Config, invocation_id: str = "baseline") -> dict[str, float]:
+    """Measure (or find, when already recorded) the base model's quality; returns its metrics."""
+    run = TrialRun(
+        cfg, baseline_trial_id(cfg), BASELINE_RUN_NAME, invocation_id, params=baseline_params(cfg)
+    )
+    if run.already_finished:
+        return run.recorded_metrics()
+    try:
+        metrics = _measure(cfg)
+    except BaseException as exc:
+        run.finish("FAILED", "failed", f"{type(exc).__name__}: {exc}")
+        raise
+    run.log_metrics(metrics, step=0)
+    run.finish("FINISHED", "completed")
+    return metrics
+
+
+def _measure(cfg: Config) -> dict[str, float]:
+    import torch
+
+    from ftsweep.planning.cost import run_cost_usd
+    from ftsweep.data.evaluate import task_quality
+    from ftsweep.data.forgetting import general_text_loss
+    from ftsweep.methods.loading import load_base_model
+    from ftsweep.trial.run import prepare_inputs
+
+    started = time.perf_counter()
+    inputs = prepare_inputs(cfg)
+    # The base as published: not quantized, whichever methods the sweep compares.
+    model = load_base_model(cfg, inputs.model_path, quantized=False)
+    if torch.cuda.is_available():
+        model = model.to("cuda")
+    quality = task_quality(
+        model,
+        inputs.tokenizer,
+        inputs.task,
+        inputs.eval_examples,
+        cfg.train.eval_batch_size,
+        cfg.train.max_new_tokens,
+    )
+    wall_time_s = time.perf_counter() - started
+    return {
+        "quality": quality,
+        "forgetting": 0.0,  # nothing was trained
+        "general_text_loss": general_text_loss(model, inputs.tokenizer),
+        "wall_time_s": wall_time_s,
+        "cost_usd": run_cost_usd(wall_time_s, cfg.hardware),
+        "trainable_params": 0,
+    }
