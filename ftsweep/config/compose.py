@@ -37,6 +37,32 @@ def compose(overrides: list[str] | None = None) -> Config:
     return validate(raw)
 
 
+def group_options(group: str) -> list[str]:
+    """The options of a config group (`hardware` -> ["a100-80gb", "cpu", ...])."""
+    folder = CONF_DIR / group
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def compose_group(group: str, name: str) -> dict:
+    """One option of a config group as Hydra composes it (`compose_group("method", "lora")`),
+    as plain data; a name that is not an option is a ConfigError naming those that are."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+
+    if name not in group_options(group):
+        raise ConfigError(
+            f"{group}={name}: no such {group} (allowed: {', '.join(group_options(group))})"
+        )
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR / group), version_base="1.3"):
+            node = hydra_compose(config_name=name)
+    except HydraException as exc:
+        raise ConfigError(_hydra_message(exc)) from None
+    return OmegaConf.to_container(node, resolve=True)
+
+
 def _as_schema_override(override: str) -> str:
     """`sweep.seeds=3` works even where no YAML file spells the key out: the schema has it.
 

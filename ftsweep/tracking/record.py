@@ -420,23 +420,62 @@ def ensure_experiment(client, name: str, artifact_root: Path | None) -> str:
 
 
 def find_trial_runs(client, experiment_id: str, trial_id: str) -> list:
-    return client.search_runs(
-        [experiment_id], filter_string=f"tags.`{TAG_TRIAL_ID}` = '{trial_id}'", max_results=100
-    )
+    from ftsweep.tracking.queries import search_all
+
+    return search_all(client, [experiment_id], f"tags.`{TAG_TRIAL_ID}` = '{trial_id}'")
 
 
 def mark_abandoned_runs(client, experiment_id: str, reason: str = "interrupted") -> int:
     """Runs a dead driver left RUNNING become KILLED with a reason; returns how many."""
-    runs = client.search_runs(
-        [experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=10000
-    )
+    from ftsweep.tracking.queries import search_all
+
+    runs = search_all(client, [experiment_id], "attributes.status = 'RUNNING'")
     for run in runs:
         client.set_tag(run.info.run_id, TAG_STOP_REASON, reason)
         client.set_terminated(run.info.run_id, status="KILLED")
     return len(runs)
 
 
-class TrialRun:
+class RunRecorder:
+    """Writes to one open run: metrics after the steps it already has, artifacts, tags.
+
+    What a worker-group trial's rank 0 logs through: the driver opened (or reopened) the run,
+    and the recorder only writes to it, so a healthy trial is never counted as restarted.
+    """
+
+    def __init__(self, client, run_id: str, logged_steps: dict[str, int] | None = None):
+        self.client = client
+        self.run_id = run_id
+        self.logged_steps = dict(logged_steps or {})  # per metric: the last step already recorded
+
+    @classmethod
+    def attach(cls, uri: str, run_id: str, logged_steps: dict[str, int] | None = None):
+        return cls(get_client(uri), run_id, logged_steps)
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        # One timestamp for the batch, kept across retries: a batch the store took before a
+        # connection dropped is then a duplicate of the same rows, which it ignores.
+        now = int(time.time() * 1000)
+        batch = [
+            Metric(k, float(v), now, step)
+            for k, v in metrics.items()
+            if v is not None
+            and math.isfinite(float(v))
+            and step > self.logged_steps.get(k, -1)  # not already logged before a resume
+        ]
+        if batch:
+            self.client.log_batch(self.run_id, metrics=batch)
+
+    def log_artifacts(self, local_dir: Path, artifact_path: str) -> None:
+        self.client.log_artifacts(self.run_id, str(local_dir), artifact_path=artifact_path)
+
+    def set_tag(self, key: str, value: str) -> None:
+        self.client.set_tag(self.run_id, key, value)
+
+
+class TrialRun(RunRecorder):
     """One trial's MLflow run: opened or reopened by trial id, closed with a status and reason."""
 
     def __init__(
@@ -502,25 +541,6 @@ class TrialRun:
         from mlflow.entities import Param
 
         self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
-
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        from mlflow.entities import Metric
-
-        # One timestamp for the batch, kept across retries: a batch the store took before a
-        # connection dropped is then a duplicate of the same rows, which it ignores.
-        now = int(time.time() * 1000)
-        batch = [
-            Metric(k, float(v), now, step)
-            for k, v in metrics.items()
-            if v is not None
-            and math.isfinite(float(v))
-            and step > self.logged_steps.get(k, -1)  # not already logged before a resume
-        ]
-        if batch:
-            self.client.log_batch(self.run_id, metrics=batch)
-
-    def log_artifacts(self, local_dir: Path, artifact_path: str) -> None:
-        self.client.log_artifacts(self.run_id, str(local_dir), artifact_path=artifact_path)
 
     def finish(
         self,
