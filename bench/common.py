@@ -59,6 +59,9 @@ class NoRecord:
     def log_artifacts(self, local_dir, artifact_path: str) -> None:
         pass
 
+    def set_tag(self, key: str, value: str) -> None:
+        pass
+
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)

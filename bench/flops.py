@@ -43,8 +43,8 @@ def _sync(device: str) -> None:
 def step_flops(cfg, positions: int, width: int) -> float:
     """FLOPs of one training step of cfg's method over `positions` (batch x width) positions."""
     from ftsweep.planning.memory import adapter_params
-    from ftsweep.planning.plan import adapter_of
+    from ftsweep.planning.settings import adapter_of
 
     arch = cfg.model.architecture
-    adapters = adapter_params(arch, adapter_of(cfg)) if cfg.method.is_adapter else 0
+    adapters = adapter_params(arch, adapter_of(cfg)) if cfg.method.spec.trains_adapter() else 0
     return cfg.method.spec.flops_per_token(arch, width, adapters) * positions

@@ -1,12 +1,13 @@
 """memory_estimate_error: |plan estimate - measured peak| / measured peak, worst over full
 fine-tuning and LoRA at two batch sizes. Goal <= 0.15.
 
-Each case is one trial (`_train_and_evaluate`, the method as conf/method configures it: full
+Each case is one trial (`train_and_evaluate`, the method as conf/method configures it: full
 fine-tuning through DeepSpeed ZeRO-2, LoRA through peft) in a fresh process, so its peak is its
 own. The measured peak is the kernel's high-water mark of the process's resident memory
 (VmHWM): exact, where the trial's own `peak_mem_gb` samples RSS every 0.2 s and can miss a
 short peak (the details show both). The estimate is what the plan says of the same trial
-(`ftsweep.plan.estimate`, as `check_fits` asks it before a sweep launches the trial).
+(`ftsweep.planning.plan.estimate_trial`, as `check_fits` asks it before a sweep launches the
+trial).
 
 The plan sizes activations for sequences padded to train.seq_len; train.seq_len here is shorter
 than every example of the format task (131-146 tokens), so every batch is exactly batch x
@@ -52,31 +53,22 @@ def case_overrides(model: str, method: str, batch: int, seq_len: int, steps: int
 
 def plan_peak_gb(cfg) -> float:
     """The plan's peak per device for this trial as configured (what check_fits compares)."""
-    from ftsweep.planning.plan import Workload, _settings, estimate
+    from ftsweep.planning.plan import estimate_trial
 
-    m = cfg.method
-    option = estimate(
-        _settings(cfg, cfg.train.precision, Workload()),
-        cfg.hardware,
-        m.name,
-        num_gpus=1,
-        zero_stage=m.zero_stage,
-        offload=m.offload,
-    )
-    return option.est_peak_gb_per_gpu
+    return estimate_trial(cfg).est_peak_gb_per_gpu
 
 
 def measure_case(overrides: list[str]) -> dict:
     """In this (fresh) process: one trial, its peak, and the plan's estimate of it."""
-    from ftsweep.trial.run import _train_and_evaluate
+    from ftsweep.trial.recipe import train_and_evaluate
 
     cfg = compose(overrides)
-    metrics = _train_and_evaluate(cfg, NoRecord(), None, False)
+    metrics = train_and_evaluate(cfg, NoRecord.trial_id, NoRecord(), None)
     return {
         "measured_gb": peak_rss_gb(),
         "trial_peak_mem_gb": metrics["peak_mem_gb"],
         "plan_gb": plan_peak_gb(cfg),
-        "zero_stage": cfg.method.zero_stage,
+        "zero_stage": getattr(cfg.method, "zero_stage", None),  # full fine-tuning's layout knob
     }
 
 

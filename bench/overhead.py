@@ -8,7 +8,7 @@ Goal <= 1.10 (Ray's scalability guide calls more than 20% too much; we aim at ha
   creates it once; its first creation costs seconds of schema migration), as a new sweep each
   time (its own experiment and Ray state);
 - bare side: `python -m bench.overhead bare`: the same N trial configs (`ftsweep.space.expand`,
-  with the CPU threads the sweep gives a trial) through `ftsweep.trial._train_and_evaluate`,
+  with the CPU threads the sweep gives a trial) through `ftsweep.trial.recipe.train_and_evaluate`,
   one after the other, recording nothing.
 
 Both are fresh processes timed from launch to exit (interpreter start-up and imports paid on
@@ -69,7 +69,7 @@ def bare_loop(args: list[str]) -> dict:
 
     from bench.common import compose, with_train
     from ftsweep.sweep.space import expand
-    from ftsweep.trial.run import _train_and_evaluate
+    from ftsweep.trial.recipe import train_and_evaluate
 
     cfg = compose(args)
     # what run_sweep gives each trial on CPU: the node's CPUs split between concurrent trials
@@ -77,7 +77,7 @@ def bare_loop(args: list[str]) -> dict:
     trials = []
     for spec in expand(cfg):
         trial_cfg = with_train(spec.config, threads=threads)
-        trials.append(_train_and_evaluate(trial_cfg, NoRecord(), None, False))
+        trials.append(train_and_evaluate(trial_cfg, NoRecord.trial_id, NoRecord(), None))
     return {"trials": trials}
 
 

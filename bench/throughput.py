@@ -1,6 +1,6 @@
 """trainer_vs_bare_throughput: a trial's training loop against a minimal hand-written one.
 
-Tokens/s of `ftsweep.trial._train_and_evaluate` (HF Trainer, the trial's callback and token
+Tokens/s of `ftsweep.trial.recipe.train_and_evaluate` (HF Trainer, the trial's callback and token
 counter; its `tokens_per_s` metric: real tokens / Trainer runtime) over tokens/s of a loop
 written by hand with PyTorch + peft on the same model, LoRA config, data, batch size, sequence
 length, optimizer (AdamW, linear decay, gradient clipping at 1.0 as the Trainer does) and
@@ -36,9 +36,9 @@ def config(model: str, steps: int):
 
 
 def trainer_tokens_per_s(cfg) -> float:
-    from ftsweep.trial.run import _train_and_evaluate
+    from ftsweep.trial.recipe import train_and_evaluate
 
-    metrics = _train_and_evaluate(cfg, NoRecord(), None, False)
+    metrics = train_and_evaluate(cfg, NoRecord.trial_id, NoRecord(), None)
     gc.collect()
     return metrics["tokens_per_s"]
 

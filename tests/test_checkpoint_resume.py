@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-import ftsweep.trial.run as trial
+import ftsweep.trial.recipe as trial
 from ftsweep.tracking.record import (
     TAG_FAILURES,
     TAG_RESUMED_FROM,
@@ -12,7 +12,9 @@ from ftsweep.tracking.record import (
     get_client,
     tracking_uri,
 )
-from ftsweep.trial.run import checkpoint_dir, run_trial, trial_id_for
+from ftsweep.trial.checkpoints import checkpoint_dir
+from ftsweep.trial.identity import trial_id_for
+from ftsweep.trial.run import run_trial
 
 
 class WorkerLost(RuntimeError):

@@ -7,18 +7,20 @@ import math
 import pytest
 
 from ftsweep.config import ConfigError
-from ftsweep.trial.workers import (
-    DRIVER_RESOURCES,
-    group_metrics,
-    merge_worker_reports,
-    run_trial_on_workers,
-    worker_config,
-    worker_failure,
+from ftsweep.tracking.record import (
+    METRICS,
+    TAG_FAILURES,
+    TAG_STOP_REASON,
+    TAG_TRIAL_ID,
+    get_client,
+    tracking_uri,
 )
-from ftsweep.tracking.record import METRICS, TAG_STOP_REASON, TAG_TRIAL_ID, get_client, tracking_uri
-from ftsweep.trial.run import TrialDiverged, stop_reason_for
+from ftsweep.trial.measure import group_metrics
+from ftsweep.trial.outcome import TrialDiverged, stop_reason_for, worker_failure
+from ftsweep.trial.run import run_trial
+from ftsweep.trial.workers import DRIVER_RESOURCES, merge_worker_reports, worker_config
 
-ZERO3 = ("method=full", "method.zero_stage=3")
+ZERO3 = ("method=full", "method.zero_stage=3", "method.num_workers=2")
 
 
 def test_worker_config_splits_the_batch_and_pins_threads(tiny_config, tmp_path):
@@ -98,7 +100,7 @@ def test_a_worker_failure_is_recorded_and_raised_as_the_worker_raised_it(tiny_co
     monkeypatch.setattr(ray.train.torch, "TorchTrainer", DivergingWorkers)
     cfg = tiny_config(*ZERO3, "sweep.name=diverged")
     with pytest.raises(TrialDiverged):
-        run_trial_on_workers(cfg, "full-diverged", num_workers=2, invocation_id="test")
+        run_trial(cfg, trial_id="full-diverged", invocation_id="test")
     client = get_client(tracking_uri(cfg))
     (run,) = client.search_runs([client.get_experiment_by_name("diverged").experiment_id])
     assert run.info.status == "FAILED"
@@ -122,6 +124,8 @@ def _assert_contract(cfg, trial_id: str) -> dict:
     assert run.info.status == "FINISHED"
     assert run.data.tags[TAG_TRIAL_ID] == trial_id
     assert run.data.tags[TAG_STOP_REASON] == "completed"
+    # The driver opened the run once; rank 0 wrote to it without reopening it.
+    assert TAG_FAILURES not in run.data.tags
     params, metrics = run.data.params, run.data.metrics
     assert params["method"] == "full" and params["zero_stage"] == "3"
     for key in METRICS:
@@ -142,12 +146,12 @@ def _assert_contract(cfg, trial_id: str) -> dict:
 @pytest.mark.slow
 def test_two_worker_zero3_trial_records_one_run(tiny_config, ray_two_cpus):
     cfg = tiny_config(*ZERO3, "sweep.name=workers")
-    result = run_trial_on_workers(cfg, "full-two-workers", num_workers=2, invocation_id="test")
+    result = run_trial(cfg, trial_id="full-two-workers", invocation_id="test")
     assert (result.status, result.stop_reason) == ("FINISHED", "completed")
     recorded = _assert_contract(cfg, "full-two-workers")
     assert result.metrics["tokens_trained"] == recorded["tokens_trained"]
 
-    again = run_trial_on_workers(cfg, "full-two-workers", num_workers=2, invocation_id="test")
+    again = run_trial(cfg, trial_id="full-two-workers", invocation_id="test")
     assert again.stop_reason == "already_recorded" and again.run_id == result.run_id
 
 
@@ -158,7 +162,7 @@ def test_workers_started_from_a_tune_trial_report_to_tune(tiny_config, ray_two_c
     cfg = tiny_config(*ZERO3, "sweep.name=tuned")
 
     def trainable(config):
-        result = run_trial_on_workers(cfg, "full-in-tune", num_workers=2, invocation_id="tune")
+        result = run_trial(cfg, trial_id="full-in-tune", invocation_id="tune")
         tune.report({**result.metrics, "stop_reason": result.stop_reason})
 
     # The trial only waits on its workers: it reserves no CPU, the two workers take one each.

@@ -12,7 +12,9 @@ from ftsweep.tracking.record import (
     get_client,
     tracking_uri,
 )
-from ftsweep.trial.run import TrialDiverged, planned_peak_gb, run_trial
+from ftsweep.trial.measure import planned_peak_gb
+from ftsweep.trial.outcome import TrialDiverged
+from ftsweep.trial.run import run_trial
 
 
 def _only_run(cfg):
@@ -62,12 +64,12 @@ def test_no_estimate_without_an_architecture_block(tiny_config):
 
 
 def test_a_failure_that_is_not_oom_carries_no_memory_tags(tiny_config, monkeypatch):
-    import ftsweep.trial.run as trial
+    import ftsweep.trial.recipe as trial
 
     def diverge(*args, **kwargs):
         raise TrialDiverged("train loss became nan at step 1")
 
-    monkeypatch.setattr(trial, "_train_and_evaluate", diverge)
+    monkeypatch.setattr(trial, "train_and_evaluate", diverge)
     cfg = tiny_config("sweep.name=diverged")
     with pytest.raises(TrialDiverged):
         run_trial(cfg)
@@ -104,13 +106,13 @@ def test_a_nan_loss_stops_the_trial_within_its_step(tiny_config, monkeypatch, fi
 def test_train_exits_non_zero_with_one_clear_line_on_divergence(
     tiny_overrides, monkeypatch, capsys
 ):
-    import ftsweep.trial.run as trial
+    import ftsweep.trial.recipe as trial
     from ftsweep.cli import main
 
     def diverge(*args, **kwargs):
         raise TrialDiverged("train loss became nan at step 3")
 
-    monkeypatch.setattr(trial, "_train_and_evaluate", diverge)
+    monkeypatch.setattr(trial, "train_and_evaluate", diverge)
     assert main(["train", *tiny_overrides, "sweep.name=cli-diverged"]) == 1
     out = capsys.readouterr()
     text = out.out + out.err

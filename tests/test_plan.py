@@ -10,16 +10,17 @@ import pytest
 from ftsweep.config import ConfigError, compose, validate
 from ftsweep.methods import get_method
 from ftsweep.planning.cost import cost_usd, hardware_catalog
+from ftsweep.planning.fit import calibrate
 from ftsweep.planning.memory import GB, Adapter, Memory, activation_gb, block_linear_params
 from ftsweep.planning.plan import (
     Workload,
-    calibrate,
     check_fits,
     estimate_trial,
     format_plan_table,
     plan,
     write_plan_json,
 )
+
 
 def _full_memory(arch, precision, zero_stage, offload, num_gpus) -> Memory:
     adapter = Adapter(r=8, targets=("q_proj",))

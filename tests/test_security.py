@@ -136,7 +136,7 @@ def test_redact_uri(uri, shown):
 
 
 def test_secrets_in_a_failure_are_not_recorded(tiny_config, monkeypatch):
-    import ftsweep.trial.run as trial
+    import ftsweep.trial.recipe as trial
 
     def unreachable(*args, **kwargs):
         raise ConnectionError(
@@ -144,7 +144,7 @@ def test_secrets_in_a_failure_are_not_recorded(tiny_config, monkeypatch):
             f"failed (also tried https://tracker/?token={SECRET})"
         )
 
-    monkeypatch.setattr(trial, "_train_and_evaluate", unreachable)
+    monkeypatch.setattr(trial, "train_and_evaluate", unreachable)
     cfg = tiny_config("sweep.name=secret")
     with pytest.raises(ConnectionError):
         trial.run_trial(cfg)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from ftsweep.sweep.run import _budget_block
 from ftsweep.tracking.record import TAG_ERROR, TAG_STOP_REASON, get_client, tracking_uri
-from ftsweep.trial.run import run_name_for, run_trial, skip_trial, trial_id_for
+from ftsweep.trial.identity import run_name_for, trial_id_for
+from ftsweep.trial.run import run_trial, skip_trial
 
 
 def test_trial_over_budget_is_skipped_and_recorded(tiny_config):

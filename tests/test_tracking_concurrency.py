@@ -10,16 +10,9 @@ import time
 import pytest
 from mlflow.exceptions import MlflowException
 
-from ftsweep.tracking.record import (
-    TAG_TRIAL_ID,
-    TrackingUnavailable,
-    TrialRun,
-    get_client,
-    is_transient,
-    retrying,
-    run_params,
-    tracking_uri,
-)
+from ftsweep.tracking.record import TAG_TRIAL_ID, TrialRun, run_params
+from ftsweep.tracking.retry import TrackingUnavailable, is_transient, retrying
+from ftsweep.tracking.store import get_client, tracking_uri
 
 
 @pytest.mark.parametrize(

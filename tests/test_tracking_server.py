@@ -169,7 +169,7 @@ def _finish(procs, timeout_s: float = 600) -> list[str]:
 
 
 def _check_runs(url: str, sweep: str, n: int, steps: int):
-    from ftsweep.tracking.record import get_client
+    from ftsweep.tracking.store import get_client
 
     client = get_client(url)
     experiments = [e for e in client.search_experiments() if e.name == sweep]

@@ -19,7 +19,9 @@ from ftsweep.tracking.record import (
     mark_abandoned_runs,
     tracking_uri,
 )
-from ftsweep.trial.run import TrialDiverged, run_name_for, run_trial, trial_id_for
+from ftsweep.trial.identity import run_name_for, trial_id_for
+from ftsweep.trial.outcome import TrialDiverged
+from ftsweep.trial.run import run_trial
 
 
 def _runs(cfg):
@@ -111,7 +113,7 @@ def test_a_crash_after_the_last_train_loss_still_gets_its_final_metrics(tiny_con
 
 
 def test_nan_loss_raises_diverged():
-    from ftsweep.trial.run import _make_callback
+    from ftsweep.trial.hf_trainer import progress_callback
 
     class Recorder:
         logged: list = []
@@ -122,7 +124,7 @@ def test_nan_loss_raises_diverged():
     class State:
         global_step = 3
 
-    callback = _make_callback(Recorder(), report=None, counter=None)
+    callback = progress_callback(Recorder(), report=None, counter=None)
     with pytest.raises(TrialDiverged, match="step 3"):
         callback.on_log(None, State(), None, logs={"loss": float("nan")})
     with pytest.raises(TrialDiverged):
@@ -131,12 +133,12 @@ def test_nan_loss_raises_diverged():
 
 
 def test_diverged_trial_is_recorded_failed_with_reason(tiny_config, monkeypatch):
-    import ftsweep.trial.run as trial
+    import ftsweep.trial.recipe as trial
 
     def diverge(*args, **kwargs):
         raise TrialDiverged("train loss became nan at step 1")
 
-    monkeypatch.setattr(trial, "_train_and_evaluate", diverge)
+    monkeypatch.setattr(trial, "train_and_evaluate", diverge)
     cfg = tiny_config("sweep.name=diverge")
     with pytest.raises(TrialDiverged):
         run_trial(cfg)

@@ -1,13 +1,17 @@
 """What a run costs: dollars from device time, and time from a model's FLOPs.
 
-Small pure functions whose comments show the sum. Prices live in conf/hardware/*.yaml, each with
-its source and the date it was read; model shapes in conf/model/*.yaml (`architecture`). The
-plan (`ftsweep.planning.plan`) puts these together per method and GPU layout.
+Small pure functions whose comments show the sum, and the hardware catalog: prices live in
+conf/hardware/*.yaml (read through Hydra, as every config is), each with its source and the date
+it was read; model shapes in conf/model/*.yaml (`architecture`). The plan
+(`ftsweep.planning.plan`) puts these together per method and GPU layout.
 """
 
 from __future__ import annotations
 
-from ftsweep.config import CONF_DIR, ArchitectureConfig, ConfigError, HardwareConfig
+import functools
+
+from ftsweep.config import ArchitectureConfig, ConfigError, HardwareConfig
+from ftsweep.config.compose import compose_group, group_options
 from ftsweep.planning.memory import BYTES
 
 # What a device holds besides the tensors counted here. CUDA: the context and cuBLAS workspaces
@@ -29,7 +33,11 @@ PCIE_BYTES_PER_S = 16e9
 
 
 def compute_tokens_per_s(
-    flops: float, hardware: HardwareConfig, speed_factor: float, num_gpus: int, zero_stage: int | None
+    flops: float,
+    hardware: HardwareConfig,
+    speed_factor: float,
+    num_gpus: int,
+    zero_stage: int | None,
 ) -> float:
     # devices x scaling x mfu x peak FLOP/s / FLOPs per token x the method's own speed factor
     scaling = DP_EFFICIENCY[zero_stage or 0] if num_gpus > 1 else 1.0
@@ -69,29 +77,46 @@ def experiments_per_dollar(cost: float) -> float:
 
 
 def hardware_names() -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / "hardware").glob("*.yaml"))
+    """The options of the hardware config group (conf/hardware)."""
+    return group_options("hardware")
 
 
+@functools.cache  # composed once per process: a plan asks for the whole catalog, more than once
 def load_hardware(name: str) -> HardwareConfig:
-    """conf/hardware/NAME.yaml, validated; a missing or bad file is a ConfigError."""
+    """The hardware option NAME as Hydra composes it, validated; a missing or bad file is a
+    one-line ConfigError naming the key, its value and what is allowed."""
     import yaml
     from pydantic import ValidationError
 
-    path = CONF_DIR / "hardware" / f"{name}.yaml"
-    if not path.exists():
-        raise ConfigError(
-            f"hardware={name}: no such hardware (allowed: {', '.join(hardware_names())})"
-        )
-    raw = yaml.safe_load(path.read_text()) or {}
-    # YAML reads an unquoted 2026-11-28 as a date; the schema keeps it as text.
-    raw["price_date"] = str(raw.get("price_date", ""))
+    where = f"conf/hardware/{name}.yaml"
+    try:
+        raw = compose_group("hardware", name)  # "hardware=NAME: no such hardware (allowed: ...)"
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(f"{where}: not valid YAML{at}: {problem}") from None
     try:
         return HardwareConfig.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"conf/hardware/{name}.yaml: {problems}") from None
+        problems = "; ".join(_hardware_problem(e) for e in exc.errors())
+        raise ConfigError(f"{where}: {problems}") from None
+
+
+def _hardware_problem(error: dict) -> str:
+    key = ".".join(map(str, error["loc"]))
+    if error["type"] == "extra_forbidden":
+        return f"{key}: unknown key (allowed: {', '.join(HardwareConfig.model_fields)})"
+    if error["type"] == "missing":
+        return f"{key}: required but not set"
+    return f"{key}={error['input']!r}: {error['msg']}"
 
 
 def hardware_catalog() -> dict[str, HardwareConfig]:
     """Every hardware option in conf/hardware, by name."""
     return {name: load_hardware(name) for name in hardware_names()}
+
+
+def device_kinds() -> dict[str, str]:
+    """Each hardware option's device: "cpu" or "cuda"."""
+    return {name: hw.device for name, hw in hardware_catalog().items()}

@@ -87,7 +87,8 @@ def _trainable(config: dict, base: dict, invocation_id: str) -> None:
     """
     from ray import tune
 
-    from ftsweep.trial.run import run_trial, skip_trial, stop_reason_for
+    from ftsweep.trial.outcome import stop_reason_for
+    from ftsweep.trial.run import run_trial, skip_trial
 
     spec = _trial_of(config, validate(base))
     cfg = spec.config
@@ -108,21 +109,14 @@ def _trainable(config: dict, base: dict, invocation_id: str) -> None:
             tune.report(metrics)
 
     try:
-        if cfg.method.group_size > 1:
-            from ftsweep.trial.workers import run_trial_on_workers
-
-            # Train V2 workers report to Tune through their own callback.
-            result = run_trial_on_workers(
-                cfg,
-                spec.trial_id,
-                cfg.method.group_size,
-                invocation_id,
-                cpus_per_worker=cpus_per_worker(cfg),
-            )
-        else:
-            result = run_trial(
-                cfg, trial_id=spec.trial_id, report=report, invocation_id=invocation_id
-            )
+        # A worker group's workers report to Tune through Ray Train's own callback.
+        result = run_trial(
+            cfg,
+            trial_id=spec.trial_id,
+            report=report,
+            invocation_id=invocation_id,
+            cpus_per_worker=cpus_per_worker(cfg),
+        )
     except Exception as exc:
         if is_transient(exc):
             raise

@@ -81,7 +81,7 @@ def _method_config(
 
 def expand(cfg: Config) -> list[TrialSpec]:
     """Every trial the sweep asks for, validated, in a stable order; duplicates dropped."""
-    from ftsweep.trial.run import run_name_for, trial_id_for
+    from ftsweep.trial.identity import run_name_for, trial_id_for
 
     if not cfg.sweep.space:
         raise ConfigError("sweep.space is empty: choose a sweep with sweep=NAME (see sweeps/)")
@@ -158,7 +158,7 @@ def check_ranges(space: list[SearchSubspace]) -> None:
 
 def spec_from_sample(cfg: Config, sample: dict[str, Any]) -> TrialSpec:
     """The trial a searcher drew: {"method": m, "m__knob": value, ...} -> a validated spec."""
-    from ftsweep.trial.run import run_name_for, trial_id_for
+    from ftsweep.trial.identity import run_name_for, trial_id_for
 
     method_name = sample["method"]
     point: dict[str, Any] = {}

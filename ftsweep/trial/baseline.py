@@ -11,6 +11,8 @@ import time
 
 from ftsweep.config import Config
 from ftsweep.tracking.record import TrialRun
+from ftsweep.trial.identity import stable_id
+from ftsweep.trial.outcome import error_text, outcome_of
 
 BASELINE_METHOD = "none"
 BASELINE_RUN_NAME = "base model"
@@ -30,8 +32,6 @@ def baseline_params(cfg: Config) -> dict:
 
 
 def baseline_trial_id(cfg: Config) -> str:
-    from ftsweep.trial.run import stable_id
-
     identity = {"sweep": cfg.sweep.name, "data_config": cfg.data.model_dump(mode="json")}
     return stable_id(BASELINE_METHOD, identity | baseline_params(cfg))
 
@@ -46,7 +46,8 @@ def record_baseline(cfg: Config, invocation_id: str = "baseline") -> dict[str, f
     try:
         metrics = _measure(cfg)
     except BaseException as exc:
-        run.finish("FAILED", "failed", f"{type(exc).__name__}: {exc}")
+        status, reason = outcome_of(exc)
+        run.finish(status, reason, error_text(exc))
         raise
     run.log_metrics(metrics, step=0)
     run.finish("FINISHED", "completed")
@@ -60,7 +61,7 @@ def _measure(cfg: Config) -> dict[str, float]:
     from ftsweep.data.evaluate import task_quality
     from ftsweep.data.forgetting import general_text_loss
     from ftsweep.methods.loading import load_base_model
-    from ftsweep.trial.run import prepare_inputs
+    from ftsweep.trial.recipe import prepare_inputs
 
     started = time.perf_counter()
     inputs = prepare_inputs(cfg)

@@ -1,0 +1,111 @@
+"""The HF Trainer as a trial runs it: its arguments, divergence checks, and progress reports."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+from ftsweep.config import Config
+from ftsweep.trial.outcome import TrialDiverged
+
+Reporter = Callable[[dict], None]
+
+
+def progress_callback(run, report: Reporter | None, counter):
+    """Logs the train loss by step to `run` (None: a rank that records nothing), reports it to
+    the scheduler, and stops on divergence."""
+    from transformers import TrainerCallback
+
+    def emit(metrics: dict, step: int) -> None:
+        if run is not None:
+            run.log_metrics(metrics, step=step)
+        if report is not None:
+            report({**metrics, "step": step, "tokens": counter.tokens})
+
+    class ProgressCallback(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            loss = (logs or {}).get("loss")
+            if loss is None:
+                return
+            if not math.isfinite(loss):
+                raise TrialDiverged(f"train loss became {loss} at step {state.global_step}")
+            emit({"train_loss": loss}, state.global_step)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            # A checkpoint of the finished training is never resumed from: skip writing it.
+            if state.global_step >= args.max_steps:
+                control.should_save = False
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            # Held-out loss at a rung: what ASHA compares, at equal tokens across methods.
+            eval_loss = (metrics or {}).get("eval_loss")
+            if eval_loss is None or state.global_step >= args.max_steps:
+                return
+            emit({"eval_loss": eval_loss}, state.global_step)
+
+    return ProgressCallback()
+
+
+def trainer_class():
+    """HF's Trainer, stopping at the first step whose loss is NaN or inf.
+
+    Checked after each forward/backward, before the optimizer applies the step: a trial that
+    diverges between two log steps stops there, not at the next log.
+    """
+    import torch
+    from transformers import Trainer
+
+    class DivergenceCheckingTrainer(Trainer):
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            loss = super().training_step(model, inputs, num_items_in_batch)
+            if not bool(torch.isfinite(loss).all()):
+                step = self.state.global_step + 1
+                raise TrialDiverged(f"train loss became {float(loss)} at step {step}")
+            return loss
+
+    return DivergenceCheckingTrainer
+
+
+def training_arguments(
+    cfg: Config, output_dir: str, show_progress: bool, checkpoints: Path | None = None
+):
+    """HF TrainingArguments for the trial; `checkpoints`: where resumable checkpoints go."""
+    import torch
+    from transformers import TrainingArguments
+
+    ds = cfg.method.spec.deepspeed_config(cfg.method)
+    if ds is not None:
+        from ftsweep.trial.deepspeed_ops import load_deepspeed_ops
+
+        load_deepspeed_ops()
+    return TrainingArguments(
+        output_dir=str(checkpoints) if checkpoints else output_dir,
+        max_steps=cfg.train.max_steps,
+        per_device_train_batch_size=cfg.train.batch_size,
+        per_device_eval_batch_size=cfg.train.eval_batch_size,
+        gradient_accumulation_steps=cfg.train.grad_accum,
+        learning_rate=cfg.method.learning_rate,
+        weight_decay=cfg.method.weight_decay,
+        warmup_steps=int(cfg.method.warmup_ratio * cfg.train.max_steps),
+        lr_scheduler_type="linear",
+        logging_steps=cfg.train.log_every,
+        # HF's default replaces a NaN/inf step loss by the window's average (0 when every step
+        # is NaN), which would hide divergence from the callback that stops on it.
+        logging_nan_inf_filter=False,
+        save_strategy="steps" if checkpoints else "no",
+        save_steps=cfg.train.checkpoint_every or 500,
+        save_total_limit=1,  # resuming needs the latest only
+        eval_strategy="steps" if cfg.train.eval_every else "no",
+        eval_steps=cfg.train.eval_every,
+        report_to="none",
+        seed=cfg.train.seed,
+        data_seed=cfg.data.seed,
+        bf16=cfg.train.precision == "bf16",
+        fp16=cfg.train.precision == "fp16",
+        use_cpu=not torch.cuda.is_available(),
+        deepspeed=ds,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        disable_tqdm=not show_progress,
+    )

@@ -1,0 +1,195 @@
+"""The one trial recipe, for one process or each rank of a worker group.
+
+As nanoGPT keeps one loop for one or many ranks, a single-process trial is a group of one:
+every rank builds the same inputs, trains its shard of each batch with the HF Trainer (the
+method's DeepSpeed config where it has one), and checkpoints as the Trainer does; rank 0 alone
+records (train loss by step, and at the end the record contract of `ftsweep.tracking`) and
+scores quality on every evaluation example.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ftsweep.config import Config
+from ftsweep.tracking.record import TAG_RESUMED_FROM, RunRecorder
+from ftsweep.trial.checkpoints import checkpoint_dir, checkpoint_step, resume_point
+from ftsweep.trial.environment import trial_environment
+from ftsweep.trial.hf_trainer import Reporter, progress_callback, trainer_class, training_arguments
+from ftsweep.trial.measure import PeakMemory, TrainedTokens, group_metrics
+
+
+@dataclass
+class TrialInputs:
+    """What a trial trains and evaluates on, built the same way in every process that trains."""
+
+    model_path: str
+    tokenizer: object
+    task: object
+    eval_examples: list
+    train_set: object
+    eval_set: object
+
+
+@dataclass(frozen=True)
+class Rank:
+    """This process's place in the trial's group: rank 0 of 1 for a single process."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def records(self) -> bool:
+        return self.rank == 0
+
+
+def prepare_inputs(cfg: Config) -> TrialInputs:
+    """Threads and seed set; tokenizer loaded; the task's examples split and tokenized."""
+    import torch
+    from transformers import AutoTokenizer, set_seed
+
+    from ftsweep.data.tasks import get_task
+    from ftsweep.data.tokenize import TokenizedDataset
+    from ftsweep.models.builtin import resolve_model_path
+
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    set_seed(cfg.train.seed)
+    path = resolve_model_path(cfg.model.name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    task = get_task(cfg.data)
+    train_examples, eval_examples = task.split(cfg.data.num_train, cfg.data.num_eval, cfg.data.seed)
+    return TrialInputs(
+        model_path=path,
+        tokenizer=tokenizer,
+        task=task,
+        eval_examples=eval_examples,
+        train_set=TokenizedDataset(tokenizer, train_examples, cfg.train.seq_len),
+        eval_set=TokenizedDataset(tokenizer, eval_examples, cfg.train.seq_len),
+    )
+
+
+def train_and_evaluate(
+    cfg: Config,
+    trial_id: str,
+    run: RunRecorder | None,
+    report: Reporter | None,
+    *,
+    rank: Rank = Rank(),
+    started_at: float | None = None,
+    show_progress: bool = False,
+) -> dict | None:
+    """Train this rank's part of the trial; rank 0 scores it, logs and returns the metrics
+    (other ranks return None). `run` is where rank 0 records (None on other ranks);
+    `started_at` (time.time()) is when the trial's processes were requested."""
+    started_at = time.time() if started_at is None else started_at
+    inputs = prepare_inputs(cfg)
+    checkpoints = checkpoint_dir(cfg, trial_id) if cfg.train.checkpoint_every else None
+    with (
+        tempfile.TemporaryDirectory(prefix="ftsweep-trial-") as workdir,
+        PeakMemory() as memory,
+        trial_environment(deepspeed=cfg.method.spec.deepspeed_config(cfg.method) is not None),
+    ):
+        trained = _train(cfg, inputs, run, report, rank, Path(workdir), checkpoints, show_progress)
+        ranks = _gather({**trained.own, "peak_mem_gb": memory.peak_gb}, rank)
+        if not rank.records:
+            return None
+        scores = _score(cfg, inputs, trained, run)
+    # Rank 0's own peak now includes its evaluation.
+    ranks[0]["peak_mem_gb"] = max(ranks[0]["peak_mem_gb"], memory.peak_gb)
+    metrics = {**scores, **group_metrics(ranks, time.time() - started_at, cfg.hardware)}
+    run.log_metrics(metrics, step=cfg.train.max_steps)
+    if checkpoints:
+        shutil.rmtree(checkpoints, ignore_errors=True)  # finished: nothing left to resume
+    return metrics
+
+
+@dataclass
+class _Trained:
+    trainer: object
+    artifact_dir: Path
+    general_loss_before: float
+    trainable: int
+    own: dict  # this rank's tokens and training time
+
+
+def _train(cfg, inputs, run, report, rank: Rank, workdir: Path, checkpoints, show_progress):
+    """Load, prepare and train the model; save what the run produces (every rank takes part:
+    under ZeRO-3 saving gathers the partitioned weights, rank 0 writes)."""
+    from ftsweep.data.forgetting import general_text_loss
+    from ftsweep.data.tokenize import PadCollator
+    from ftsweep.methods.loading import build_model, count_parameters
+
+    model = build_model(cfg, inputs.model_path)
+    trainable, _total = count_parameters(model)
+    # Measured before the Trainer starts DeepSpeed, while every rank still holds whole weights.
+    before = general_text_loss(model, inputs.tokenizer) if rank.records else math.nan
+    counter = TrainedTokens(model)
+    trainer = trainer_class()(
+        model=model,
+        args=training_arguments(cfg, str(workdir), show_progress and rank.records, checkpoints),
+        train_dataset=inputs.train_set,
+        eval_dataset=inputs.eval_set,
+        data_collator=PadCollator(inputs.tokenizer.pad_token_id),
+        callbacks=[progress_callback(run if rank.records else None, report, counter)],
+    )
+    resume_from = resume_point(checkpoints, rank.rank, rank.world)
+    if resume_from and rank.records:
+        run.set_tag(TAG_RESUMED_FROM, checkpoint_step(resume_from))
+    # The Trainer's own runtime excludes engine set-up (DeepSpeed builds ops on first use), so
+    # tokens/s measures training itself; wall_time_s counts everything.
+    result = trainer.train(resume_from_checkpoint=resume_from and str(resume_from))
+    artifact_dir = workdir / "artifact"
+    eval_loss = trainer.evaluate()["eval_loss"]
+    trainer.save_model(str(artifact_dir))
+    own = {"tokens_trained": counter.tokens, "train_time_s": result.metrics["train_runtime"]}
+    return _Trained(trainer, artifact_dir, before, trainable, own | {"eval_loss": eval_loss})
+
+
+def _gather(own: dict, rank: Rank) -> list[dict]:
+    """Every rank's own measurements, in rank order (a single process: its own)."""
+    if rank.world == 1:
+        return [own]
+    import torch.distributed as dist
+
+    ranks: list[dict] = [{} for _ in range(rank.world)]
+    dist.all_gather_object(ranks, own)
+    return ranks
+
+
+def _score(cfg: Config, inputs: TrialInputs, trained: _Trained, run: RunRecorder) -> dict:
+    """Quality over every evaluation example, forgetting, and the artifact (rank 0 only)."""
+    from ftsweep.data.evaluate import task_quality
+    from ftsweep.data.forgetting import general_text_loss
+    from ftsweep.methods.loading import folder_size_mb
+
+    model = trained.trainer.model
+    if cfg.method.spec.needs_gathered_weights(cfg.method):
+        from transformers import AutoModelForCausalLM
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        # ZeRO-3 keeps weights partitioned: generate from the gathered checkpoint it saved, as
+        # a plain copy (loading under the live ZeRO-3 config would partition it again).
+        unset_hf_deepspeed_config()
+        model = AutoModelForCausalLM.from_pretrained(trained.artifact_dir, use_safetensors=True)
+    t = cfg.train
+    quality = task_quality(
+        model, inputs.tokenizer, inputs.task, inputs.eval_examples, t.eval_batch_size, t.max_new_tokens
+    )
+    forgetting = general_text_loss(model, inputs.tokenizer) - trained.general_loss_before
+    if cfg.method.is_adapter:
+        run.log_artifacts(trained.artifact_dir, "adapter")
+    return {
+        "quality": quality,
+        "eval_loss": trained.own["eval_loss"],
+        "forgetting": forgetting,
+        "trainable_params": trained.trainable,
+        "artifact_mb": folder_size_mb(trained.artifact_dir),
+    }
