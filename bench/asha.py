@@ -98,9 +98,9 @@ def grace_tokens(cfg) -> int:
     """Tokens in the smallest possible first batch: every trial's first evaluation is past it."""
     from transformers import AutoTokenizer
 
+    from ftsweep.data.tasks import get_task
     from ftsweep.data.tokenize import TokenizedDataset
     from ftsweep.models.builtin import resolve_model_path
-    from ftsweep.data.tasks import get_task
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(cfg.model.name_or_path))
     train, _ = get_task(cfg.data).split(cfg.data.num_train, cfg.data.num_eval, cfg.data.seed)
@@ -123,7 +123,7 @@ def sweep_config(overrides: list[str], sweep: dict, train: dict):
 def eval_losses(cfg) -> dict[str, dict[int, float]]:
     """Each finished trial's held-out loss by step, from its MLflow run."""
     from ftsweep.sweep.run import finished_runs_by_trial
-    from ftsweep.tracking.record import experiment_name, get_client, tracking_uri
+    from ftsweep.tracking.store import experiment_name, get_client, tracking_uri
 
     uri = tracking_uri(cfg)
     client = get_client(uri)

@@ -85,7 +85,7 @@ def sweep_runs(args: list[str]) -> list[dict]:
     """Each finished run of the sweep: its metrics and when it was open (epoch seconds)."""
     from bench.common import compose
     from ftsweep.sweep.run import finished_runs_by_trial
-    from ftsweep.tracking.record import experiment_name, tracking_uri
+    from ftsweep.tracking.store import experiment_name, tracking_uri
 
     cfg = compose(args)
     runs = finished_runs_by_trial(tracking_uri(cfg), experiment_name(cfg)).values()
@@ -118,7 +118,7 @@ def timeline(runs: list[dict], launched: float, wall: float) -> dict:
 def warm_store(results_dir: Path) -> None:
     """Create the MLflow store once, as a user's first sweep does."""
     from bench.common import compose
-    from ftsweep.tracking.record import get_client, tracking_uri
+    from ftsweep.tracking.store import get_client, tracking_uri
 
     results_dir.mkdir(parents=True, exist_ok=True)
     get_client(tracking_uri(compose([f"results_dir={results_dir}"]))).search_experiments()

@@ -43,9 +43,9 @@ def fixed_batch(cfg, device: str = "cpu") -> dict:
     """The first train.batch_size training examples, tokenized and padded as a trial pads them."""
     from transformers import AutoTokenizer
 
+    from ftsweep.data.tasks import get_task
     from ftsweep.data.tokenize import PadCollator, TokenizedDataset
     from ftsweep.models.builtin import resolve_model_path
-    from ftsweep.data.tasks import get_task
 
     path = resolve_model_path(cfg.model.name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(path)

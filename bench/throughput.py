@@ -49,10 +49,10 @@ def bare_tokens_per_s(cfg) -> float:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from ftsweep.data.tasks import get_task
     from ftsweep.data.tokenize import PadCollator, TokenizedDataset
     from ftsweep.methods.registry import target_modules
     from ftsweep.models.builtin import resolve_model_path
-    from ftsweep.data.tasks import get_task
 
     t, m = cfg.train, cfg.method
     torch.set_num_threads(t.threads or cpu_threads())

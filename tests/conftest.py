@@ -97,7 +97,13 @@ def log_fake_run(client, experiment_id, spec, adapter_dir=None, error=None):
     """One run as `ftsweep.trial` records it, with the given knobs and numbers."""
     from mlflow.entities import Metric, Param
 
-    from ftsweep.tracking.record import TAG_ERROR, TAG_METHOD, TAG_STOP_REASON, TAG_SWEEP, TAG_TRIAL_ID
+    from ftsweep.tracking.record import (
+        TAG_ERROR,
+        TAG_METHOD,
+        TAG_STOP_REASON,
+        TAG_SWEEP,
+        TAG_TRIAL_ID,
+    )
 
     method, r, alpha, targets, lr, seed, quality, cost, status, stop_reason = spec
     name = (
@@ -169,7 +175,7 @@ def fake_store(tmp_path_factory):
     run, real peft adapters on tiny-llama), `fake-lora` (LoRA only), `fake-full` (one full run) and `empty` (no runs).
     Returns (tracking uri, {spec index: run id})."""
     from ftsweep.models.builtin import resolve_model_path
-    from ftsweep.tracking.record import ensure_experiment, get_client
+    from ftsweep.tracking.store import ensure_experiment, get_client
 
     root = tmp_path_factory.mktemp("fake-store")
     uri = f"sqlite:///{root / 'mlflow.db'}"

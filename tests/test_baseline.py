@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 import shutil
 
-from ftsweep.trial.baseline import BASELINE_RUN_NAME, baseline_trial_id, record_baseline
 from ftsweep.report.analysis import analyse, lift_over_base
 from ftsweep.report.sections import lift_and_forgetting
-from ftsweep.tracking.record import TAG_STOP_REASON, TAG_TRIAL_ID, get_client, tracking_uri
+from ftsweep.tracking.record import TAG_STOP_REASON, TAG_TRIAL_ID
+from ftsweep.tracking.store import get_client, tracking_uri
+from ftsweep.trial.baseline import BASELINE_RUN_NAME, baseline_trial_id, record_baseline
 
 
 def _runs(cfg):

@@ -5,13 +5,8 @@ from __future__ import annotations
 import pytest
 
 import ftsweep.trial.recipe as trial
-from ftsweep.tracking.record import (
-    TAG_FAILURES,
-    TAG_RESUMED_FROM,
-    TAG_STOP_REASON,
-    get_client,
-    tracking_uri,
-)
+from ftsweep.tracking.record import TAG_FAILURES, TAG_RESUMED_FROM, TAG_STOP_REASON
+from ftsweep.tracking.store import get_client, tracking_uri
 from ftsweep.trial.checkpoints import checkpoint_dir
 from ftsweep.trial.identity import trial_id_for
 from ftsweep.trial.run import run_trial

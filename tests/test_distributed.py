@@ -7,14 +7,8 @@ import math
 import pytest
 
 from ftsweep.config import ConfigError
-from ftsweep.tracking.record import (
-    METRICS,
-    TAG_FAILURES,
-    TAG_STOP_REASON,
-    TAG_TRIAL_ID,
-    get_client,
-    tracking_uri,
-)
+from ftsweep.tracking.record import METRICS, TAG_FAILURES, TAG_STOP_REASON, TAG_TRIAL_ID
+from ftsweep.tracking.store import get_client, tracking_uri
 from ftsweep.trial.measure import group_metrics
 from ftsweep.trial.outcome import TrialDiverged, stop_reason_for, worker_failure
 from ftsweep.trial.run import run_trial

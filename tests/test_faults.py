@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ftsweep.tracking.record import (
-    TAG_ERROR,
-    TAG_PEAK_MEM_GB,
-    TAG_PLAN_PEAK_GB,
-    TAG_STOP_REASON,
-    get_client,
-    tracking_uri,
-)
+from ftsweep.tracking.record import TAG_ERROR, TAG_PEAK_MEM_GB, TAG_PLAN_PEAK_GB, TAG_STOP_REASON
+from ftsweep.tracking.store import get_client, tracking_uri
 from ftsweep.trial.measure import planned_peak_gb
 from ftsweep.trial.outcome import TrialDiverged
 from ftsweep.trial.run import run_trial

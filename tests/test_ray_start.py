@@ -8,13 +8,13 @@ import os
 def test_local_ray_runs_trial_workers_at_normal_priority(tiny_config, monkeypatch):
     import ray
 
-    from ftsweep.sweep.run import WORKER_NICENESS, _start_ray
+    from ftsweep.sweep.resources import WORKER_NICENESS, start_ray
 
     monkeypatch.delenv(WORKER_NICENESS, raising=False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     assert not ray.is_initialized()
     try:
-        assert _start_ray(tiny_config()) == os.cpu_count()
+        assert start_ray(tiny_config()) == os.cpu_count()
         # Ray's default is nice 15: trials would yield to anything else on the machine.
         assert ray.get(ray.remote(lambda: os.nice(0)).remote()) == os.nice(0)
     finally:

@@ -8,7 +8,9 @@ import re
 import pytest
 
 from ftsweep.config import CONF_DIR, PROJECT_ROOT, compose
-from ftsweep.tracking.record import TAG_ERROR, get_client, redact_uri, tracking_uri
+from ftsweep.tracking.record import TAG_ERROR
+from ftsweep.tracking.redact import redact_uri
+from ftsweep.tracking.store import get_client, tracking_uri
 
 MODEL_CONFIGS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
 SECRET = "s3cret-Pa55"

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from ftsweep.tracking.record import TAG_STOP_REASON, TAG_SWEEP, TAG_TRIAL_ID, get_client
+from ftsweep.tracking.record import TAG_STOP_REASON, TAG_SWEEP, TAG_TRIAL_ID
+from ftsweep.tracking.store import get_client
 
 
 @pytest.mark.slow

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from ftsweep.sweep.run import _budget_block
-from ftsweep.tracking.record import TAG_ERROR, TAG_STOP_REASON, get_client, tracking_uri
+from ftsweep.sweep.trainable import budget_block
+from ftsweep.tracking.record import TAG_ERROR, TAG_STOP_REASON
+from ftsweep.tracking.store import get_client, tracking_uri
 from ftsweep.trial.identity import run_name_for, trial_id_for
 from ftsweep.trial.run import run_trial, skip_trial
 
@@ -16,7 +17,7 @@ def test_trial_over_budget_is_skipped_and_recorded(tiny_config):
     nxt = tiny_config(
         "sweep.name=budget", "method=lora", "train.seed=1", f"++sweep.budget_usd={spent * 1.5}"
     )
-    reason = _budget_block(nxt, trial_id_for(nxt))
+    reason = budget_block(nxt, trial_id_for(nxt))
     assert reason is not None and "sweep.budget_usd" in reason
 
     result = skip_trial(nxt, trial_id_for(nxt), run_name_for(nxt), "test", reason)
@@ -30,6 +31,6 @@ def test_trial_over_budget_is_skipped_and_recorded(tiny_config):
     roomy = tiny_config(
         "sweep.name=budget", "method=lora", "train.seed=1", f"++sweep.budget_usd={spent * 10}"
     )
-    assert _budget_block(roomy, trial_id_for(roomy)) is None
+    assert budget_block(roomy, trial_id_for(roomy)) is None
     again = tiny_config("sweep.name=budget", "method=lora", f"++sweep.budget_usd={spent * 0.1}")
-    assert _budget_block(again, trial_id_for(again)) is None
+    assert budget_block(again, trial_id_for(again)) is None

@@ -11,10 +11,11 @@ import time
 
 import pytest
 
-from ftsweep.trial.baseline import BASELINE_RUN_NAME, baseline_trial_id
 from ftsweep.config import compose
 from ftsweep.sweep.space import expand
-from ftsweep.tracking.record import TAG_STOP_REASON, TAG_TRIAL_ID, get_client
+from ftsweep.tracking.record import TAG_STOP_REASON, TAG_TRIAL_ID
+from ftsweep.tracking.store import get_client
+from ftsweep.trial.baseline import BASELINE_RUN_NAME, baseline_trial_id
 
 SMOKE = ["sweep=smoke"]
 

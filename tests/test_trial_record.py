@@ -14,11 +14,9 @@ from ftsweep.tracking.record import (
     TAG_SWEEP,
     TAG_TRIAL_ID,
     TrialRun,
-    ensure_experiment,
-    get_client,
     mark_abandoned_runs,
-    tracking_uri,
 )
+from ftsweep.tracking.store import ensure_experiment, get_client, tracking_uri
 from ftsweep.trial.identity import run_name_for, trial_id_for
 from ftsweep.trial.outcome import TrialDiverged
 from ftsweep.trial.run import run_trial

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from ftsweep.config import ConfigError, compose
-from ftsweep.data.tokenize import IGNORE_INDEX, prompt_text, tokenize_example
 from ftsweep.data.tasks import get_task
 from ftsweep.data.tasks.user import identity
+from ftsweep.data.tokenize import IGNORE_INDEX, prompt_text, tokenize_example
 
 CAPITALS = [
     ("France", "Paris"),
@@ -129,8 +129,8 @@ def test_plain_text_is_trained_without_the_chat_template(tmp_path):
 def test_long_prompts_keep_part_of_the_reply_to_learn():
     from transformers import AutoTokenizer
 
-    from ftsweep.models.builtin import resolve_model_path
     from ftsweep.data.tasks import Example
+    from ftsweep.models.builtin import resolve_model_path
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("builtin:tiny-llama"))
     example = Example(prompt="word " * 300, completion="the answer is here")
@@ -144,9 +144,9 @@ def test_long_prompts_keep_part_of_the_reply_to_learn():
 def test_a_reply_cut_by_seq_len_is_warned_about(caplog):
     from transformers import AutoTokenizer
 
+    from ftsweep.data.tasks import Example
     from ftsweep.data.tokenize import TokenizedDataset
     from ftsweep.models.builtin import resolve_model_path
-    from ftsweep.data.tasks import Example
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("builtin:tiny-llama"))
     short = Example(prompt="Capital of France?", completion="Paris")

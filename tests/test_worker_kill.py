@@ -12,7 +12,6 @@ import time
 
 import pytest
 
-from ftsweep.trial.baseline import BASELINE_RUN_NAME
 from ftsweep.config import compose
 from ftsweep.sweep.space import expand
 from ftsweep.tracking.record import (
@@ -22,8 +21,9 @@ from ftsweep.tracking.record import (
     TAG_STOP_REASON,
     TAG_TRIAL_ID,
     TAG_WORKER,
-    get_client,
 )
+from ftsweep.tracking.store import get_client
+from ftsweep.trial.baseline import BASELINE_RUN_NAME
 
 MAX_STEPS = 30
 SWEEP = [

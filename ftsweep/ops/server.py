@@ -37,7 +37,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from ftsweep.tracking.record import redact_uri
+from ftsweep.tracking.redact import redact_uri
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000

@@ -16,9 +16,8 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
-from omegaconf import OmegaConf
-
-from ftsweep.config import CONF_DIR, Config, ConfigError, SearchSubspace, validate
+from ftsweep.config import Config, ConfigError, SearchSubspace, validate
+from ftsweep.config.compose import compose_group
 from ftsweep.methods import get_method
 
 PSEUDO_PARAMS = ("lora_alpha_ratio",)
@@ -32,7 +31,8 @@ class TrialSpec:
 
 
 def method_defaults(name: str) -> dict[str, Any]:
-    return OmegaConf.to_container(OmegaConf.load(CONF_DIR / "method" / f"{name}.yaml"))
+    """conf/method/NAME.yaml as Hydra composes it."""
+    return compose_group("method", name)
 
 
 def _axes(params: dict[str, Any]) -> list[dict[str, Any]]:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from ftsweep.config import Config
 from ftsweep.sweep.run import SweepOutcome, finished_runs_by_trial
-from ftsweep.tracking.record import TAG_ERROR, TAG_STOP_REASON, TAG_TRIAL_ID, get_client, redact_uri
+from ftsweep.tracking.queries import experiment_runs
+from ftsweep.tracking.record import TAG_ERROR, TAG_STOP_REASON, TAG_TRIAL_ID
+from ftsweep.tracking.redact import redact_uri
+from ftsweep.tracking.store import get_client
 
 
 def best_per_method(runs: list) -> dict[str, object]:
@@ -83,13 +86,6 @@ def print_summary(console, cfg: Config, outcome: SweepOutcome) -> None:
 def _unfinished_runs(outcome: SweepOutcome) -> list:
     """This sweep's runs that did not finish: failed, skipped for budget, killed."""
     client = get_client(outcome.tracking_uri)
-    experiment = client.get_experiment_by_name(outcome.experiment)
-    if experiment is None:
-        return []
     ids = {s.trial_id for s in outcome.trials}
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        filter_string="attributes.status != 'FINISHED'",
-        max_results=10000,
-    )
+    runs = experiment_runs(client, outcome.experiment, "attributes.status != 'FINISHED'")
     return [r for r in runs if r.data.tags.get(TAG_TRIAL_ID) in ids]

@@ -57,10 +57,10 @@ def record_baseline(cfg: Config, invocation_id: str = "baseline") -> dict[str, f
 def _measure(cfg: Config) -> dict[str, float]:
     import torch
 
-    from ftsweep.planning.cost import run_cost_usd
     from ftsweep.data.evaluate import task_quality
     from ftsweep.data.forgetting import general_text_loss
     from ftsweep.methods.loading import load_base_model
+    from ftsweep.planning.cost import run_cost_usd
     from ftsweep.trial.recipe import prepare_inputs
 
     started = time.perf_counter()

@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 from ftsweep.config import Config
-from ftsweep.tracking.record import experiment_name
+from ftsweep.tracking.store import experiment_name
 
 
 def checkpoint_dir(cfg: Config, trial_id: str) -> Path:

@@ -181,7 +181,12 @@ def _score(cfg: Config, inputs: TrialInputs, trained: _Trained, run: RunRecorder
         model = AutoModelForCausalLM.from_pretrained(trained.artifact_dir, use_safetensors=True)
     t = cfg.train
     quality = task_quality(
-        model, inputs.tokenizer, inputs.task, inputs.eval_examples, t.eval_batch_size, t.max_new_tokens
+        model,
+        inputs.tokenizer,
+        inputs.task,
+        inputs.eval_examples,
+        t.eval_batch_size,
+        t.max_new_tokens,
     )
     forgetting = general_text_loss(model, inputs.tokenizer) - trained.general_loss_before
     if cfg.method.is_adapter:

@@ -151,6 +151,4 @@ def _worker_loop(loop: dict[str, Any]) -> None:
         # Every rank reports at the same steps: ray.train.report waits for all workers.
         ray.train.report({**metrics, "rank": rank.rank})
 
-    train_and_evaluate(
-        cfg, loop["trial_id"], run, report, rank=rank, started_at=loop["started_at"]
-    )
+    train_and_evaluate(cfg, loop["trial_id"], run, report, rank=rank, started_at=loop["started_at"])

@@ -1,0 +1,108 @@
+"""The Ray Tune run of a sweep: its state folder, searcher, scheduler, and the Tuner itself."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+from ftsweep.config import Config, validate
+from ftsweep.sweep.space import TrialSpec, define_by_run
+from ftsweep.sweep.trainable import SCHEDULE_METRIC, trial_of
+
+
+def ray_experiment_name(cfg: Config, specs: list[TrialSpec]) -> str:
+    """Ray's state folder: one per search space, so an edited sweep starts afresh in Ray while
+    MLflow still finds every trial that was already recorded by its id."""
+    if cfg.sweep.algorithm == "grid":
+        identity = "\n".join(s.trial_id for s in specs)
+    else:
+        identity = json.dumps(
+            [
+                cfg.sweep.algorithm,
+                cfg.sweep.num_samples,
+                [s.model_dump() for s in cfg.sweep.space],
+                cfg.train.model_dump(),
+            ],
+            sort_keys=True,
+            default=str,
+        )
+    digest = hashlib.sha1(identity.encode()).hexdigest()[:8]
+    return f"{cfg.sweep.name}-{digest}"
+
+
+def _searcher(cfg: Config):
+    if cfg.sweep.algorithm == "grid":
+        return None
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    sampler = (
+        optuna.samplers.TPESampler(seed=cfg.train.seed)
+        if cfg.sweep.algorithm == "optuna"
+        else optuna.samplers.RandomSampler(seed=cfg.train.seed)
+    )
+    return OptunaSearch(
+        space=define_by_run(cfg.sweep.space), metric=SCHEDULE_METRIC, mode="min", sampler=sampler
+    )
+
+
+def _scheduler(cfg: Config):
+    if cfg.sweep.scheduler == "none":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    t = cfg.train
+    most_tokens = t.max_steps * t.batch_size * t.grad_accum * t.seq_len  # an upper bound
+    return ASHAScheduler(
+        time_attr="tokens",
+        metric=SCHEDULE_METRIC,
+        mode="min",
+        max_t=most_tokens,
+        grace_period=cfg.sweep.asha.grace_period_tokens,
+        reduction_factor=cfg.sweep.asha.reduction_factor,
+    )
+
+
+def make_tuner(
+    cfg: Config, trainable, trials: list[dict], base: dict, storage: str, name: str, progress
+):
+    """A Tuner restored from `storage/name` where Ray can restore it, else a new one."""
+    from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
+
+    from ftsweep.sweep.progress import ProgressCallback
+
+    path = os.path.join(storage, name)
+    if tune.Tuner.can_restore(path):
+        progress.note(f"resuming sweep state from {path}")
+        return tune.Tuner.restore(
+            path, trainable=trainable, resume_unfinished=True, resume_errored=False
+        )
+    base_cfg = validate(base)
+
+    def trial_name(trial) -> str:
+        return trial_of(trial.config, base_cfg).trial_id
+
+    return tune.Tuner(
+        trainable,
+        param_space={"trial": tune.grid_search(trials)} if trials else {},
+        tune_config=tune.TuneConfig(
+            search_alg=_searcher(cfg),
+            scheduler=_scheduler(cfg),
+            num_samples=1 if trials else cfg.sweep.num_samples,
+            max_concurrent_trials=cfg.sweep.max_concurrent_trials,
+            # One worker process serves trial after trial: torch and transformers are
+            # imported once, not once per trial.
+            reuse_actors=True,
+            trial_name_creator=trial_name,
+            trial_dirname_creator=trial_name,
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=storage,
+            failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_failures),
+            callbacks=[ProgressCallback(), JsonLoggerCallback()],
+            verbose=0,  # the progress callback is the display
+        ),
+    )
