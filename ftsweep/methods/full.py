@@ -43,9 +43,15 @@ class FullFineTuning(Method):
 
         config = json.loads((CONF_DIR / "deepspeed" / f"zero{knobs.zero_stage}.json").read_text())
         if knobs.offload:
-            config["zero_optimization"]["offload_optimizer"] = {"device": "cpu", "pin_memory": False}
+            config["zero_optimization"]["offload_optimizer"] = {
+                "device": "cpu",
+                "pin_memory": False,
+            }
             if knobs.zero_stage == 3:
-                config["zero_optimization"]["offload_param"] = {"device": "cpu", "pin_memory": False}
+                config["zero_optimization"]["offload_param"] = {
+                    "device": "cpu",
+                    "pin_memory": False,
+                }
         return config
 
     def needs_gathered_weights(self, knobs: FullKnobs) -> bool:
@@ -59,7 +65,11 @@ class FullFineTuning(Method):
         }
 
     def run_name_parts(self, knobs: FullKnobs) -> list[str]:
-        parts = [f"zero{knobs.zero_stage}{'-offload' if knobs.offload else ''}"] if knobs.zero_stage else []
+        parts = (
+            [f"zero{knobs.zero_stage}{'-offload' if knobs.offload else ''}"]
+            if knobs.zero_stage
+            else []
+        )
         if knobs.num_workers > 1:
             parts.append(f"x{knobs.num_workers}workers")
         return parts

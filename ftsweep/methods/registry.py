@@ -47,9 +47,7 @@ def get_method(name: str) -> Method:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise KeyError(
-            f"method={name}: no such method (allowed: {', '.join(_REGISTRY)})"
-        ) from None
+        raise KeyError(f"method={name}: no such method (allowed: {', '.join(_REGISTRY)})") from None
 
 
 def find_method(name: str) -> Method | None:
