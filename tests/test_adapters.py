@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ftsweep.adapters.merge import format_adapters_table, list_adapters, merge_adapter
+from ftsweep.adapters.listing import format_adapters_table, list_adapters
+from ftsweep.adapters.merge import merge_adapter
 from ftsweep.config import ConfigError
 from ftsweep.models.builtin import resolve_model_path
 from ftsweep.tracking.record import get_client

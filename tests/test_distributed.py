@@ -173,3 +173,19 @@ def test_workers_started_from_a_tune_trial_report_to_tune(tiny_config, ray_two_c
     steps = reports[reports["quality"].isna()]
     assert list(steps["step"]) == [1, 2]
     assert steps["tokens"].iloc[-1] == recorded["tokens_trained"]
+
+
+def test_a_dead_workers_failed_health_check_is_a_lost_actor_worth_a_retry():
+    from ray.exceptions import ActorDiedError
+    from ray.train.v2._internal.exceptions import WorkerHealthCheckFailedError
+    from ray.train.v2.api.exceptions import WorkerGroupError
+
+    from ftsweep.sweep.trainable import is_transient
+
+    died = ActorDiedError()
+    error = WorkerGroupError(
+        "rank 1 died", {1: WorkerHealthCheckFailedError("health check failed", failure=died)}
+    )
+    assert worker_failure(error) is died
+    assert is_transient(worker_failure(error))
+    assert not is_transient(error)  # unwrapped or not, the wrapper alone says nothing

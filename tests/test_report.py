@@ -8,20 +8,13 @@ from pathlib import Path
 import pytest
 
 from ftsweep.config import ConfigError, HardwareConfig
-from ftsweep.report.analysis import (
-    RunRow,
-    analyse,
-    effective_tflops,
-    load_hardware,
-    load_rows,
-    pareto_front,
-    percent_of_full,
-    price_warnings,
-    projected_seconds,
-    recommend,
-    write_report,
-)
+from ftsweep.planning.cost import load_hardware
+from ftsweep.report.analysis import analyse, percent_of_full
+from ftsweep.report.costs import effective_tflops, price_warnings, projected_seconds
+from ftsweep.report.recommendation import pareto_front, recommend
 from ftsweep.report.render import Document, Section, Table
+from ftsweep.report.runs import RunRow, load_rows
+from ftsweep.report.write import write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

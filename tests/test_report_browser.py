@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from ftsweep.report.analysis import load_rows, write_report
+from ftsweep.report.runs import load_rows
+from ftsweep.report.write import write_report
 
 CHROMIUM_FLAGS = [
     "--headless",

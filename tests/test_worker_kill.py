@@ -88,3 +88,68 @@ def test_a_trial_whose_worker_is_killed_resumes_and_the_others_complete(tmp_path
     assert int(killed.data.tags[TAG_RESUMED_FROM]) >= 5
     assert killed.data.tags[TAG_WORKER].rsplit(":", 1)[1] != str(pid)  # a new worker finished it
     assert [r.data.tags.get(TAG_FAILURES) for r in trials if r.info.run_id != run_id] == [None] * 2
+
+
+GROUP_STEPS = 16
+GROUP_SWEEP = [
+    "sweep=zero3_workers",
+    # the two-worker ZeRO-3 trial alone
+    "sweep.space=[{method:full,params:{learning_rate:1.0e-4,zero_stage:3,num_workers:2}}]",
+    "sweep.baseline=false",
+    "sweep.max_failures=1",
+    f"train.max_steps={GROUP_STEPS}",
+    "train.checkpoint_every=4",
+    "train.log_every=1",
+]
+
+
+def _ray_train_workers(driver_pid: int) -> list:
+    """The Ray Train worker processes the sweep started (its raylet's children)."""
+    import psutil
+
+    workers = []
+    for child in psutil.Process(driver_pid).children(recursive=True):
+        try:
+            if "RayTrainWorker" in " ".join(child.cmdline()):
+                workers.append(child)
+        except psutil.Error:
+            continue
+    return workers
+
+
+@pytest.mark.slow
+def test_a_worker_group_trial_whose_worker_is_killed_resumes_from_its_checkpoint(
+    tmp_path, output_when_done
+):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ftsweep.cli", "sweep", *GROUP_SWEEP, f"results_dir={tmp_path}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 400
+    victim = None
+    while victim is None and time.monotonic() < deadline and proc.poll() is None:
+        # Past step 6: the checkpoint of step 4 was written by both ranks.
+        victim = _running_trial_past(tmp_path / "mlflow.db", step=6)
+        time.sleep(0.5)
+    assert victim is not None, "the worker group's trial got past step 6 before the deadline"
+    workers = _ray_train_workers(proc.pid)
+    assert len(workers) == 2, [w.cmdline() for w in workers]
+    killed_pid = workers[-1].pid
+    os.kill(killed_pid, signal.SIGKILL)
+    output = output_when_done(proc, "the sweep after the kill")
+    assert proc.returncode == 0, output[-4000:]
+
+    client = get_client(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("zero3_workers").experiment_id])
+    tags = run.data.tags
+    assert (run.info.status, tags[TAG_STOP_REASON]) == ("FINISHED", "completed"), tags.get(
+        TAG_ERROR
+    )
+    assert run.info.run_id == victim[0]  # the retry reopened the trial's own run
+    assert tags[TAG_FAILURES] == "1"
+    assert int(tags[TAG_RESUMED_FROM]) >= 4
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
+    assert sorted(steps) == list(range(1, GROUP_STEPS + 1))  # as many steps as an unbroken trial
+    assert run.data.metrics["num_workers"] == 2

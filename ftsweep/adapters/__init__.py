@@ -1,1 +1,2 @@
-"""After a sweep: the adapters it produced, and merging one into its base model."""
+"""After a sweep: the adapters it produced (`listing`), and merging one into its base model
+(`merge`)."""

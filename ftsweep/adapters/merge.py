@@ -1,6 +1,5 @@
-"""A sweep's LoRA/QLoRA adapters: list them, and merge one into its base model for deployment.
+"""Merging one of a sweep's adapters into its base model for deployment (`merge_adapter`).
 
-Every LoRA-type trial logs its adapter (peft format) under the MLflow artifact path `adapter`.
 Merging loads the base model the run names, applies the adapter, folds it into the weights
 (`merge_and_unload`) and saves a plain transformers checkpoint: config, safetensors, tokenizer.
 A QLoRA adapter is merged into the full-precision base: the 4-bit base it trained on is an
@@ -9,15 +8,14 @@ approximation of those weights, and a merged 4-bit checkpoint would lose the ada
 
 from __future__ import annotations
 
-import math
 import tempfile
 from pathlib import Path
 
+from ftsweep.adapters.listing import ADAPTER_PATH, adapter_files, recommended_adapter_run
 from ftsweep.config import ConfigError
-from ftsweep.report.analysis import RunRow, load_rows, recommend
-from ftsweep.tracking.record import get_client
+from ftsweep.report.runs import RunRow, load_rows
+from ftsweep.tracking.store import get_client
 
-ADAPTER_PATH = "adapter"
 # The sentence whose logits must agree before and after merging.
 CHECK_TEXT = "Turn this into JSON: order 1234 for two blue mugs, shipped to Lyon."
 # Largest logit difference a merge may introduce: float rounding only.
@@ -28,107 +26,10 @@ class MergeMismatch(RuntimeError):
     """The merged model's outputs differ from the adapter model's beyond rounding."""
 
 
-def _artifact_files(client, run_id: str, path: str = ADAPTER_PATH) -> list:
-    files = []
-    for item in client.list_artifacts(run_id, path):
-        files.extend(_artifact_files(client, run_id, item.path) if item.is_dir else [item])
-    return files
-
-
-def recommended_adapter_run(rows: list[RunRow]) -> RunRow | None:
-    """The report's recommended run when it has an adapter, else the best value among adapters."""
-    overall = recommend(rows)
-    if overall and overall.run.is_lora:
-        return overall.run
-    among_adapters = recommend([r for r in rows if r.is_lora])
-    return among_adapters.run if among_adapters else None
-
-
-def list_adapters(tracking_uri: str, experiment: str) -> list[dict]:
-    """Every LoRA-type run of the sweep that logged an adapter, best quality first."""
-    rows = load_rows(tracking_uri, experiment)
-    chosen = recommended_adapter_run(rows)
-    recommended_id = chosen.run_id if chosen else None
-    client = get_client(tracking_uri)
-    adapters = []
-    for row in (r for r in rows if r.is_lora):
-        files = _artifact_files(client, row.run_id)
-        if not files:
-            continue  # failed before it saved one
-        adapters.append(
-            {
-                "run_id": row.run_id,
-                "run": row.name,
-                "method": row.method,
-                "lora_r": row.lora_r,
-                "lora_alpha": row.params.get("lora_alpha"),
-                "target_modules": row.targets,
-                "learning_rate": row.learning_rate,
-                "seed": row.seed,
-                "quality": row.quality,
-                "size_mb": sum(f.file_size or 0 for f in files) / 1e6,
-                "files": len(files),
-                "status": row.left_out_reason or "finished",
-                "recommended": row.run_id == recommended_id,
-            }
-        )
-    return sorted(adapters, key=lambda a: (-_sortable(a["quality"]), a["size_mb"]))
-
-
-def _sortable(quality: float) -> float:
-    return quality if math.isfinite(quality) else -math.inf
-
-
-def format_adapters_table(rows: list[dict]) -> str:
-    """A plain-text table of `list_adapters` rows; `*` marks the default for merging."""
-    if not rows:
-        return "no adapters: this sweep has no LoRA or QLoRA run that logged one"
-    headers = [
-        "",
-        "run id",
-        "run",
-        "method",
-        "r",
-        "alpha",
-        "targets",
-        "lr",
-        "seed",
-        "quality",
-        "size",
-        "status",
-    ]
-    lines = [
-        [
-            "*" if a["recommended"] else "",
-            a["run_id"][:12],
-            a["run"],
-            a["method"],
-            str(a["lora_r"]),
-            f"{float(a['lora_alpha']):g}" if a["lora_alpha"] is not None else "?",
-            str(a["target_modules"]),
-            f"{a['learning_rate']:.0e}" if a["learning_rate"] is not None else "?",
-            str(a["seed"]),
-            f"{a['quality']:.3f}" if math.isfinite(a["quality"]) else "n/a",
-            f"{a['size_mb']:.2f} MB",
-            a["status"],
-        ]
-        for a in rows
-    ]
-    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(headers)]
-    text = [
-        " ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
-        for line in [headers, *lines]
-    ]
-    text.insert(1, " ".join("-" * w for w in widths))
-    if any(a["recommended"] for a in rows):
-        text.append("* recommended: what `ftsweep merge` merges when no run= is given")
-    return "\n".join(text)
-
-
 def _pick_run(rows: list[RunRow], run_id: str | None, experiment: str) -> RunRow:
     """The run named by id (or a unique prefix of it), else the recommended LoRA-type run."""
-    lora = [r for r in rows if r.is_lora]
-    known = ", ".join(r.run_id[:12] for r in lora) or "none"
+    adapters = [r for r in rows if r.is_adapter]
+    known = ", ".join(r.run_id[:12] for r in adapters) or "none"
     if run_id is None:
         chosen = recommended_adapter_run(rows)
         if chosen is None:
@@ -141,7 +42,7 @@ def _pick_run(rows: list[RunRow], run_id: str | None, experiment: str) -> RunRow
         why = "matches several runs" if matches else "is no run"
         raise ConfigError(f"run={run_id} {why} of sweep {experiment!r} (adapter runs: {known})")
     row = matches[0]
-    if not row.is_lora:
+    if not row.is_adapter:
         raise ConfigError(
             f"run={run_id} is a {row.method} fine-tuning run: it has no adapter (adapter runs: {known})"
         )
@@ -165,21 +66,8 @@ def _logits(model, tokenizer):
         return model(**batch).logits.float()
 
 
-def merge_adapter(tracking_uri: str, experiment: str, run_id: str | None, out_dir: Path) -> Path:
-    """Merge a run's adapter (default: the recommended one) into its base; returns out_dir.
-
-    Checks that the merged model's logits match the adapter model's on a sample sentence
-    and raises MergeMismatch otherwise.
-    """
-    out_dir = Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise ConfigError(f"out={out_dir} is not empty; choose a new folder for the merged model")
-    row = _pick_run(load_rows(tracking_uri, experiment), run_id, experiment)
-    model_name = row.params.get("model")
-    if not model_name:
-        raise ConfigError(f"run {row.run_id} records no `model` param: its base model is unknown")
-    base_path, trust_remote_code = base_model_path(model_name)
-
+def _merged(row: RunRow, tracking_uri: str, base_path: str, trust_remote_code: bool):
+    """The run's adapter folded into its base: (merged model, tokenizer, largest logit change)."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -189,7 +77,7 @@ def merge_adapter(tracking_uri: str, experiment: str, run_id: str | None, out_di
     precision = row.params.get("precision", "fp32")
     client = get_client(tracking_uri)
     with tempfile.TemporaryDirectory(prefix="ftsweep-adapter-") as tmp:
-        if not _artifact_files(client, row.run_id):
+        if not adapter_files(client, row.run_id):
             raise ConfigError(
                 f"run {row.run_id} ({row.name}) logged no adapter; it may have failed before saving one"
             )
@@ -206,7 +94,25 @@ def merge_adapter(tracking_uri: str, experiment: str, run_id: str | None, out_di
         before = _logits(model, tokenizer)
         merged = model.merge_and_unload()
         after = _logits(merged, tokenizer)
-    difference = (before - after).abs().max().item()
+    return merged, tokenizer, (before - after).abs().max().item()
+
+
+def merge_adapter(tracking_uri: str, experiment: str, run_id: str | None, out_dir: Path) -> Path:
+    """Merge a run's adapter (default: the recommended one) into its base; returns out_dir.
+
+    Checks that the merged model's logits match the adapter model's on a sample sentence
+    and raises MergeMismatch otherwise.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise ConfigError(f"out={out_dir} is not empty; choose a new folder for the merged model")
+    row = _pick_run(load_rows(tracking_uri, experiment), run_id, experiment)
+    model_name = row.params.get("model")
+    if not model_name:
+        raise ConfigError(f"run {row.run_id} records no `model` param: its base model is unknown")
+    base_path, trust_remote_code = base_model_path(model_name)
+    merged, tokenizer, difference = _merged(row, tracking_uri, base_path, trust_remote_code)
+    precision = row.params.get("precision", "fp32")
     if difference > MERGE_TOLERANCE.get(precision, MERGE_TOLERANCE["fp32"]):
         raise MergeMismatch(
             f"merging run {row.run_id} changed the logits by up to {difference:.3g}"

@@ -10,20 +10,18 @@ from __future__ import annotations
 import math
 import statistics
 
+from ftsweep.methods import method_label
 from ftsweep.report.analysis import (
-    GUIDE_EPD_GAIN,
-    GUIDE_LR_RATIO,
-    GUIDE_PERCENT_OF_FULL,
-    MIN_TOLERANCE,
     Analysis,
     Effect,
     best_effect_per_method,
     best_percent_per_method,
     distinct_values,
-    gain_over_full,
-    method_label,
-    quality_varies,
 )
+from ftsweep.report.costs import gain_over_full
+from ftsweep.report.guide import GUIDE_EPD_GAIN, GUIDE_LR_RATIO, GUIDE_PERCENT_OF_FULL
+from ftsweep.report.methods import adapter_method, full_method, is_adapter, is_full
+from ftsweep.report.recommendation import MIN_TOLERANCE, quality_varies
 from ftsweep.report.render import Section, Table, fmt_mb, fmt_percent, fmt_quality, fmt_ratio
 
 SAME_QUALITY = ("every run scored the same quality", "not tested")
@@ -55,7 +53,7 @@ def _claim_percent(a: Analysis) -> tuple[str, str]:
 def _lora_effects(a: Analysis, knob: str) -> list[Effect]:
     """One LoRA-type method's effects (LoRA's when it ran), so methods are not mixed."""
     effects = a.effects[knob]
-    method = "lora" if any(e.method == "lora" for e in effects) else "qlora"
+    method = adapter_method(e.method for e in effects)
     return [e for e in effects if e.method == method]
 
 
@@ -84,21 +82,27 @@ def _claim_value(
 
 def _claim_lr(a: Analysis) -> tuple[str, str]:
     effects = a.effects["learning_rate"]
-    tried = {m: {e.value for e in effects if e.method == m} for m in ("full", "lora")}
-    if len(tried["full"]) < 2 or len(tried["lora"]) < 2:
+    # The guide's LoRA: adapters on an unquantised base.
+    full = full_method(e.method for e in effects)
+    lora = adapter_method((e.method for e in effects), quantized=False)
+    tried = [len({e.value for e in effects if e.method == m}) for m in (full, lora)]
+    if full is None or lora is None or min(tried) < 2:
         return "needs at least two learning rates for both full and LoRA", "not tested"
     if not quality_varies(a.usable):
         return SAME_QUALITY
     best = best_effect_per_method(effects)
-    ratio = best["lora"].value / best["full"].value
-    measured = f"best LoRA lr {best['lora'].value:.0e} / best full lr {best['full'].value:.0e} = {fmt_ratio(ratio)}"
+    ratio = best[lora].value / best[full].value
+    measured = (
+        f"best {method_label(lora)} lr {best[lora].value:.0e} / best full lr "
+        f"{best[full].value:.0e} = {fmt_ratio(ratio)}"
+    )
     # Within half an order of magnitude of 10x counts as agreeing.
     agrees = GUIDE_LR_RATIO / math.sqrt(10) <= ratio <= GUIDE_LR_RATIO * math.sqrt(10)
     return measured, "consistent" if agrees else "not consistent"
 
 
 def _claim_epd(a: Analysis) -> tuple[str, str]:
-    gains = {m: x for m, x in gain_over_full(a.costs).items() if m != "full"}
+    gains = {m: x for m, x in gain_over_full(a.costs).items() if not is_full(m)}
     if not gains:
         return "needs full and LoRA-type runs", "not tested"
     measured = "; ".join(f"{method_label(m)} {fmt_ratio(x)}" for m, x in gains.items())
@@ -111,12 +115,13 @@ def _claim_epd(a: Analysis) -> tuple[str, str]:
 
 def _claim_storage(a: Analysis) -> tuple[str, str]:
     storage = {c.method: c.storage_mb for c in a.costs}
-    adapters = [storage[m] for m in ("lora", "qlora") if m in storage and math.isfinite(storage[m])]
-    if "full" not in storage or not adapters:
+    adapters = [mb for m, mb in storage.items() if is_adapter(m) and math.isfinite(mb)]
+    full = full_method(storage)
+    if full is None or not adapters:
         return "needs full and LoRA-type runs", "not tested"
     adapter = statistics.fmean(adapters)
-    ratio = storage["full"] / adapter if adapter > 0 else math.inf
-    measured = f"adapter {fmt_mb(adapter)} against full {fmt_mb(storage['full'])}: {fmt_ratio(ratio)} smaller"
+    ratio = storage[full] / adapter if adapter > 0 else math.inf
+    measured = f"adapter {fmt_mb(adapter)} against full {fmt_mb(storage[full])}: {fmt_ratio(ratio)} smaller"
     # 14 GB against 50-200 MB is 70-280x; the ratio grows with model size and shrinks with rank.
     return measured, _in_range(
         ratio, 70, 280, "smaller ratio than claimed", "larger ratio than claimed"

@@ -53,10 +53,16 @@ def worker_failure(exc: BaseException) -> BaseException:
     """
     from ray.exceptions import RayError
 
+    # Ray Train wraps what happened: a controller's own failure, or a failed health check of a
+    # worker whose process died (the ActorDiedError inside is what a retry can fix).
+    for wrapped in ("controller_failure", "health_check_failure"):
+        inner = getattr(exc, wrapped, None)
+        if isinstance(inner, BaseException):
+            return worker_failure(inner)
     failures = getattr(exc, "worker_failures", None)
     if not failures:
         return exc
-    by_rank = [failures[rank] for rank in sorted(failures)]
+    by_rank = [worker_failure(failures[rank]) for rank in sorted(failures)]
     for error in by_rank:
         if stop_reason_for(error) != "failed":
             return error

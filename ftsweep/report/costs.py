@@ -1,0 +1,155 @@
+"""What each method cost: measured on the sweep's hardware, projected to a target GPU, and how
+old the prices behind those dollars are.
+
+Hardware comes from the `hardware` config group (`ftsweep.planning.cost.load_hardware`), composed
+once per name a sweep uses.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ftsweep.config import HardwareConfig
+from ftsweep.config.compose import group_options
+from ftsweep.planning.cost import experiments_per_dollar, load_hardware, run_cost_usd
+from ftsweep.report.methods import by_method, is_full
+from ftsweep.report.runs import RunRow
+
+PRICE_MAX_AGE_DAYS = 90
+
+
+# --- hardware and its prices -----------------------------------------------------------------
+
+
+def hardware_named(names: Iterable[str]) -> dict[str, HardwareConfig]:
+    """The hardware options among these names, by name; names not in conf/hardware are left out."""
+    options = set(group_options("hardware"))
+    return {name: load_hardware(name) for name in sorted(set(names)) if name in options}
+
+
+def price_age_days(hardware: HardwareConfig, today: dt.date) -> int | None:
+    try:
+        return (today - dt.date.fromisoformat(hardware.price_date)).days
+    except ValueError:
+        return None
+
+
+def price_warnings(hardware: Iterable[HardwareConfig], today: dt.date) -> list[str]:
+    warnings = []
+    for hw in hardware:
+        age = price_age_days(hw, today)
+        if age is None:
+            warnings.append(
+                f"{hw.name}: price date {hw.price_date!r} is not a date (YYYY-MM-DD); check the price"
+            )
+        elif age > PRICE_MAX_AGE_DAYS:
+            warnings.append(
+                f"{hw.name}: price ${hw.price_per_device_hour}/device-hour is from {hw.price_date}, "
+                f"{age} days old (older than {PRICE_MAX_AGE_DAYS}): check {hw.price_source}"
+            )
+    return warnings
+
+
+def effective_tflops(hardware: HardwareConfig) -> float:
+    # What a fine-tuning step reaches: peak x the share of it (mfu) the hardware file records.
+    return hardware.peak_tflops * hardware.mfu
+
+
+def projected_seconds(measured_s: float, measured_tflops: float, target_tflops: float) -> float:
+    # The same work at another speed: time x (measured device's TFLOP/s / target's TFLOP/s).
+    # Optimistic for small models, whose steps rarely reach a big GPU's usual share of peak.
+    return measured_s * measured_tflops / target_tflops
+
+
+# --- the guide's cost table ------------------------------------------------------------------
+
+
+@dataclass
+class MethodCost:
+    """One method's column of the guide's cost table, measured or projected."""
+
+    method: str
+    devices: str
+    runs: int
+    wall_time_s: float
+    cost_usd: float
+    storage_mb: float
+
+    @property
+    def experiments_per_dollar(self) -> float:
+        return experiments_per_dollar(self.cost_usd)
+
+
+def _device_label(hw: HardwareConfig | None, name: str) -> str:
+    if hw is None:
+        return f"{name} (not in conf/hardware)"
+    return f"{hw.devices_per_trial}x {hw.name} at ${hw.price_per_device_hour:g}/h"
+
+
+def _mean_storage_mb(runs: list[RunRow]) -> float:
+    return statistics.fmean(r.metrics.get("artifact_mb", math.nan) for r in runs)
+
+
+def measured_costs(rows: list[RunRow], hardware: dict[str, HardwareConfig]) -> list[MethodCost]:
+    """Each method's finished runs as measured; `hardware` holds the options they ran on."""
+    out = []
+    for method, runs in by_method(r for r in rows if r.usable).items():
+        names = sorted({r.params.get("hardware", "?") for r in runs})
+        out.append(
+            MethodCost(
+                method=method,
+                devices="; ".join(_device_label(hardware.get(n), n) for n in names),
+                runs=len(runs),
+                wall_time_s=statistics.fmean(r.wall_time_s for r in runs),
+                cost_usd=statistics.fmean(r.cost_usd for r in runs),
+                storage_mb=_mean_storage_mb(runs),
+            )
+        )
+    return out
+
+
+def projected_costs(
+    rows: list[RunRow], target: HardwareConfig, hardware: dict[str, HardwareConfig]
+) -> tuple[list[MethodCost], list[str]]:
+    """Each method's runs rescaled to the target device; notes name runs that cannot be."""
+    out, notes = [], []
+    for method, runs in by_method(r for r in rows if r.usable).items():
+        seconds = []
+        for row in runs:
+            measured = hardware.get(row.params.get("hardware", ""))
+            if measured is None:
+                notes.append(
+                    f"{row.name}: hardware {row.params.get('hardware')!r} not in conf/hardware, not projected"
+                )
+                continue
+            seconds.append(
+                projected_seconds(
+                    row.wall_time_s, effective_tflops(measured), effective_tflops(target)
+                )
+            )
+        if not seconds:
+            continue
+        wall = statistics.fmean(seconds)
+        out.append(
+            MethodCost(
+                method=method,
+                devices=_device_label(target, target.name),
+                runs=len(seconds),
+                wall_time_s=wall,
+                cost_usd=run_cost_usd(wall, target),
+                storage_mb=_mean_storage_mb(runs),
+            )
+        )
+    return out, notes
+
+
+def gain_over_full(costs: list[MethodCost]) -> dict[str, float]:
+    """Experiments per dollar of each method divided by full fine-tuning's."""
+    full = next((c for c in costs if is_full(c.method)), None)
+    if full is None:
+        return {}
+    return {c.method: c.experiments_per_dollar / full.experiments_per_dollar for c in costs}
