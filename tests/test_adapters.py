@@ -10,7 +10,7 @@ from ftsweep.adapters.listing import format_adapters_table, list_adapters
 from ftsweep.adapters.merge import merge_adapter
 from ftsweep.config import ConfigError
 from ftsweep.models.builtin import resolve_model_path
-from ftsweep.tracking.record import get_client
+from ftsweep.tracking.store import get_client
 
 PROMPT = "Order 42: three red chairs to Oslo."
 

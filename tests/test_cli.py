@@ -20,7 +20,7 @@ def _ftsweep(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
 def test_help_lists_commands():
     out = _ftsweep("--help")
     assert out.returncode == 0
-    for command in ("train", "sweep", "prepare"):
+    for command in ("train", "sweep", "validate", "prepare"):
         assert command in out.stdout
 
 
@@ -94,3 +94,97 @@ def test_plan_naming_a_method_narrows_it(tmp_path):
     assert out.returncode == 0, out.stderr
     options = json.loads((tmp_path / "plan.json").read_text())
     assert {(o["method"], o["gpu"]) for o in options} == {("qlora", "t4")}
+
+
+# --- every error is one line ------------------------------------------------------------
+
+
+def _boom(exc: BaseException):
+    def handler(overrides, extra):
+        raise exc
+
+    return handler
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        RuntimeError("store at postgresql://mlflow:hunter2@db:5432/mlflow refused\nsecond line"),
+        UnboundLocalError("cannot access local variable 'number'"),
+    ],
+)
+def test_any_other_error_is_one_redacted_line(monkeypatch, capsys, exc):
+    from ftsweep import cli
+
+    monkeypatch.delenv("FTSWEEP_DEBUG", raising=False)
+    monkeypatch.setattr(cli, "cmd_plan", _boom(exc))
+    assert cli.main(["plan"]) == 1
+    out, err = capsys.readouterr()
+    (line,) = err.splitlines()
+    first = str(exc).splitlines()[0].replace("hunter2", "***")
+    assert line == f"ftsweep: error: {type(exc).__name__}: {first} (FTSWEEP_DEBUG=1 shows where)"
+    assert "hunter2" not in out + err and "Traceback" not in out + err
+
+
+def test_ftsweep_debug_shows_the_traceback(monkeypatch, capsys):
+    from ftsweep import cli
+
+    monkeypatch.setenv("FTSWEEP_DEBUG", "1")
+    monkeypatch.setattr(cli, "cmd_plan", _boom(KeyError("x")))
+    assert cli.main(["plan"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.splitlines()[-1] == "ftsweep: error: KeyError: 'x'"
+
+
+def _refused_before_any_run(tmp_path, *args: str) -> str:
+    results = tmp_path / "results"
+    out = _ftsweep("train", f"results_dir={results}", *args)
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr + out.stdout
+    assert "training" not in out.stdout  # refused before the trial starts
+    assert not results.exists()  # no store, no run
+    (line,) = out.stderr.splitlines()
+    assert line.startswith("ftsweep: config error: ")
+    return line.removeprefix("ftsweep: config error: ")
+
+
+@pytest.mark.parametrize(
+    ("uri", "problem"),
+    [
+        ("ftp://user:secret@x/store", "MLflow cannot use scheme ftp:// here"),
+        ("nonsense", "not a URI with a scheme"),
+    ],
+)
+def test_tracking_uri_is_refused_before_any_run(tmp_path, uri, problem):
+    message = _refused_before_any_run(tmp_path, f"tracking.uri={uri}")
+    shown = uri.replace("secret", "***")
+    assert message.startswith(f"tracking.uri={shown!r}: {problem} (allowed here: sqlite://, ")
+    assert "http://" in message and "secret" not in message
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (None, "data.path={path}: no such file or folder"),
+        (b'{"prompt": "caf\xe9", "completion": "x"}\n', "{path}:1: not UTF-8 text (byte 15: "),
+        (b'{"prompt": "a", "completion": "b"}\n{nope\n', "{path}:2: not valid JSON ("),
+    ],
+    ids=["missing", "not-utf8", "not-jsonl"],
+)
+def test_unreadable_data_is_refused_before_any_run(tmp_path, content, expected):
+    path = tmp_path / "mine.jsonl"
+    if content is not None:
+        path.write_bytes(content)
+    message = _refused_before_any_run(tmp_path, "data=jsonl", f"data.path={path}")
+    assert message.startswith(expected.format(path=path))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train.lora_r=8"], "train.lora_r: unknown key (allowed under train: max_steps, "),
+        (["method.zero_stage=2"], "method.zero_stage: not a knob of method lora (its knobs: "),
+    ],
+)
+def test_a_knob_in_the_wrong_place_is_refused_before_any_run(tmp_path, args, message):
+    assert _refused_before_any_run(tmp_path, *args).startswith(message)

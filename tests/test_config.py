@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 
 from ftsweep.config import CONF_DIR, SWEEPS_DIR, ConfigError, compose
@@ -48,11 +50,11 @@ def _sampled_specs(cfg, n=8):
 
 @pytest.mark.parametrize("sweep", sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml")))
 def test_every_sweep_composes_and_expands(sweep):
-    from ftsweep.sweep.run import _check_sweep
+    from ftsweep.sweep.run import check_sweep
 
     cfg = compose([f"sweep={sweep}"])
     assert cfg.sweep.name == sweep
-    specs = _check_sweep(cfg) or _sampled_specs(cfg)
+    specs = check_sweep(cfg) or _sampled_specs(cfg)
     assert specs, "a shipped sweep must ask for at least one trial"
     assert len({s.trial_id for s in specs}) == len(specs)
     for spec in specs:
@@ -175,13 +177,140 @@ def test_grid_refuses_ranges():
 
 
 def test_asha_needs_intermediate_evaluation():
-    from ftsweep.sweep.run import _check_sweep
+    from ftsweep.sweep.run import check_sweep
 
     with pytest.raises(ConfigError, match="train.eval_every"):
-        _check_sweep(compose(["sweep=lr_scan", "train.eval_every=null"]))
+        check_sweep(compose(["sweep=lr_scan", "train.eval_every=null"]))
 
 
 def test_seeds_repeat_each_grid_point():
     specs = expand(compose(["sweep=alpha_scan", "sweep.seeds=3"]))
     assert len(specs) == 15
     assert sorted({s.config.train.seed for s in specs}) == [0, 1, 2]
+
+
+# --- knobs in the wrong place: one line, exact wording ------------------------------------
+
+
+def test_a_method_knob_under_train_names_what_train_allows():
+    from ftsweep.config import TrainConfig
+
+    with pytest.raises(ConfigError) as caught:
+        compose(["train.lora_r=8"])
+    allowed = ", ".join(TrainConfig.model_fields)
+    assert str(caught.value) == f"train.lora_r: unknown key (allowed under train: {allowed})"
+
+
+def test_a_knob_of_another_method_names_the_chosen_methods_knobs():
+    from ftsweep.methods import get_method
+
+    knobs = ", ".join(sorted(set(get_method("lora").knobs.model_fields) - {"name"}))
+    with pytest.raises(ConfigError) as caught:
+        compose(["method=lora", "method.zero_stage=2"])
+    assert str(caught.value) == f"method.zero_stage: not a knob of method lora (its knobs: {knobs})"
+    with pytest.raises(ConfigError, match=r"^method\.lora_r: not a knob of method full \(its"):
+        compose(["method=full", "method.lora_r=8"])
+
+
+# --- inputs checked at composition: the tracking store and the user's data ----------------
+
+
+@pytest.mark.parametrize(
+    ("uri", "problem"),
+    [
+        ("ftp://x", "MLflow cannot use scheme ftp:// here"),
+        ("nonsense", "not a URI with a scheme"),
+        ("http://", "no host after http://"),
+        (
+            "postgresql+psycopg2://u:secret@db/mlflow",
+            "its database driver (psycopg2) is not installed",
+        ),
+    ],
+)
+def test_tracking_uri_mlflow_cannot_use_is_one_line(uri, problem):
+    from ftsweep.config.inputs import usable_tracking_schemes
+    from ftsweep.tracking.redact import redact_uri
+
+    if "psycopg2" in uri and importlib.util.find_spec("psycopg2"):
+        pytest.skip("psycopg2 is installed here")
+    with pytest.raises(ConfigError) as caught:
+        compose([f"tracking.uri={uri}"])
+    message = str(caught.value)
+    assert message.startswith(f"tracking.uri={redact_uri(uri)!r}: {problem}")
+    assert "secret" not in message and "\n" not in message
+    assert f"allowed here: {', '.join(s + '://' for s in usable_tracking_schemes())}" in message
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "sqlite:///results/mlflow.db",
+        "http://localhost:5000",
+        "https://u:pw@mlflow.example.com",
+        "file:///tmp/mlruns",
+        "postgresql://mlflow:pw@db:5432/mlflow",
+    ],
+)
+def test_usable_tracking_uris_pass(uri):
+    assert compose([f"tracking.uri={uri}"]).tracking.uri == uri
+
+
+def test_tracking_schemes_are_ones_mlflow_registers():
+    from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+
+    from ftsweep.config.inputs import TRACKING_SCHEMES
+
+    assert set(TRACKING_SCHEMES) <= set(_tracking_store_registry._registry)
+
+
+def _jsonl(path, *lines: bytes):
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    return path
+
+
+GOOD = b'{"prompt": "2+2?", "completion": "4"}'
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        (
+            [b'{"prompt": "caf\xe9", "completion": "x"}', GOOD],
+            ":1: not UTF-8 text (byte 15: b'\\xe9')",
+        ),
+        (
+            [GOOD, GOOD, b'{"prompt": "\xff", "completion": "x"}'],
+            ":3: not UTF-8 text (byte 88: b'\\xff')",
+        ),
+        ([GOOD, b"{nope", GOOD], ":2: not valid JSON (Expecting property name"),
+        ([b'{"question": "a"}', GOOD], ":1: cannot tell the data format (keys: question)"),
+    ],
+    ids=["utf8-first-line", "utf8-later-line", "json", "format"],
+)
+def test_unreadable_data_file_is_one_line_naming_file_and_line(tmp_path, lines, expected):
+    path = _jsonl(tmp_path / "train.jsonl", *lines)
+    with pytest.raises(ConfigError) as caught:
+        compose(["data=jsonl", f"data.path={path}"])
+    assert str(caught.value).startswith(f"{path}{expected}"), caught.value
+    # a folder of split files is read the same way
+    with pytest.raises(ConfigError) as caught:
+        compose(["data=jsonl", f"data.path={tmp_path}"])
+    assert str(caught.value).startswith(f"{path}{expected}"), caught.value
+
+
+def test_missing_data_path_is_one_line(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        compose(["data=jsonl", f"data.path={tmp_path / 'nope.jsonl'}"])
+    assert str(caught.value) == f"data.path={tmp_path / 'nope.jsonl'}: no such file or folder"
+    train = _jsonl(tmp_path / "t.jsonl", GOOD, b'{"prompt": "3+3?", "completion": "6"}')
+    with pytest.raises(ConfigError) as caught:
+        compose(["data=jsonl", f"data.path={train}", f"data.eval_path={tmp_path / 'e.jsonl'}"])
+    assert str(caught.value) == f"data.eval_path={tmp_path / 'e.jsonl'}: no such file or folder"
+
+
+def test_readable_data_composes_and_reading_can_be_skipped(tmp_path):
+    train = _jsonl(tmp_path / "t.jsonl", GOOD, b'{"prompt": "3+3?", "completion": "6"}')
+    assert compose(["data=jsonl", f"data.path={train}"]).data.path == str(train)
+    missing = tmp_path / "gone.jsonl"
+    cfg = compose(["data=jsonl", f"data.path={missing}"], check_data=False)
+    assert cfg.data.path == str(missing)  # e.g. a report of runs whose data has since moved

@@ -160,7 +160,7 @@ LIFT_OVERRIDES = {
 @pytest.mark.slow
 @pytest.mark.parametrize("name", BUILTIN)
 def test_lora_lifts_quality_over_the_base_model(name, tmp_path):
-    from ftsweep.data.evaluate import base_model_quality
+    from ftsweep.trial.baseline import record_baseline
     from ftsweep.trial.run import run_trial
 
     cfg = compose(
@@ -176,7 +176,7 @@ def test_lora_lifts_quality_over_the_base_model(name, tmp_path):
             *LIFT_OVERRIDES[name],
         ]
     )
-    before = base_model_quality(cfg)
+    before = record_baseline(cfg)["quality"]
     metrics = run_trial(cfg).metrics
     after = metrics["quality"]
     print(f"{name}: quality {before:.3f} -> {after:.3f}, forgetting {metrics.get('forgetting')}")

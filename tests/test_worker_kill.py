@@ -53,10 +53,11 @@ def _running_trial_past(db, step: int) -> tuple[str, int] | None:
     return (row[0], int(row[1].rsplit(":", 1)[1])) if row else None
 
 
-@pytest.mark.slow
-def test_a_trial_whose_worker_is_killed_resumes_and_the_others_complete(tmp_path, output_when_done):
+def _sweep_past(args: list[str], results, step: int):
+    """A sweep started in a subprocess, and (run id, worker pid) of its first running trial
+    that got past `step`."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ftsweep.cli", "sweep", *SWEEP, f"results_dir={tmp_path}"],
+        [sys.executable, "-m", "ftsweep.cli", "sweep", *args, f"results_dir={results}"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -64,10 +65,17 @@ def test_a_trial_whose_worker_is_killed_resumes_and_the_others_complete(tmp_path
     deadline = time.monotonic() + 400
     victim = None
     while victim is None and time.monotonic() < deadline and proc.poll() is None:
-        victim = _running_trial_past(tmp_path / "mlflow.db", step=7)  # a checkpoint at 5 exists
+        victim = _running_trial_past(results / "mlflow.db", step=step)
         time.sleep(0.5)
-    assert victim is not None, "no trial got past step 7 before the deadline"
-    run_id, pid = victim
+    if victim is None:
+        proc.kill()
+        pytest.fail(f"no trial got past step {step}:\n{proc.communicate()[0][-4000:]}")
+    return proc, victim
+
+
+@pytest.mark.slow
+def test_a_trial_whose_worker_is_killed_resumes_and_the_others_complete(tmp_path, output_when_done):
+    proc, (run_id, pid) = _sweep_past(SWEEP, tmp_path, step=7)  # a checkpoint at 5 exists
     assert pid != proc.pid  # the trial runs in a Ray worker, not in the driver
     os.kill(pid, signal.SIGKILL)
     output = output_when_done(proc, "the sweep after the kill")
@@ -121,19 +129,8 @@ def _ray_train_workers(driver_pid: int) -> list:
 def test_a_worker_group_trial_whose_worker_is_killed_resumes_from_its_checkpoint(
     tmp_path, output_when_done
 ):
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ftsweep.cli", "sweep", *GROUP_SWEEP, f"results_dir={tmp_path}"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    deadline = time.monotonic() + 400
-    victim = None
-    while victim is None and time.monotonic() < deadline and proc.poll() is None:
-        # Past step 6: the checkpoint of step 4 was written by both ranks.
-        victim = _running_trial_past(tmp_path / "mlflow.db", step=6)
-        time.sleep(0.5)
-    assert victim is not None, "the worker group's trial got past step 6 before the deadline"
+    # Past step 6: the checkpoint of step 4 was written by both ranks.
+    proc, victim = _sweep_past(GROUP_SWEEP, tmp_path, step=6)
     workers = _ray_train_workers(proc.pid)
     assert len(workers) == 2, [w.cmdline() for w in workers]
     killed_pid = workers[-1].pid

@@ -1,6 +1,8 @@
-"""Configuration: the typed schema (`schema`) and Hydra composition (`compose`)."""
+"""Configuration: the typed schema (`schema`) and Hydra composition (`compose`, `sources`, `inputs`): the shipped
+configs, extended and overridden by `conf/` and `sweeps/` in the working directory."""
 
-from ftsweep.config.compose import CONF_DIR, PROJECT_ROOT, SWEEPS_DIR, compose
+from ftsweep.config.compose import compose, compose_group
+from ftsweep.config.inputs import check_inputs
 from ftsweep.config.schema import (
     ArchitectureConfig,
     AshaConfig,
@@ -16,6 +18,7 @@ from ftsweep.config.schema import (
     TrainConfig,
     validate,
 )
+from ftsweep.config.sources import CONF_DIR, PROJECT_ROOT, SWEEPS_DIR, group_options
 
 __all__ = [
     "CONF_DIR",
@@ -33,6 +36,9 @@ __all__ = [
     "SweepConfig",
     "TrackingConfig",
     "TrainConfig",
+    "check_inputs",
     "compose",
+    "compose_group",
+    "group_options",
     "validate",
 ]

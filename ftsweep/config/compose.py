@@ -1,66 +1,80 @@
-"""How a config is composed: Hydra over the shipped `conf/` and `sweeps/`, then the schema.
+"""How a config is composed: Hydra over the shipped configs and the user's own, then the schema.
 
-A bad override or a missing option becomes one `ConfigError` line naming the key and what is
-allowed; Hydra's own multi-line errors never reach the user.
+Where configs come from is `ftsweep.config.sources`. A bad override or a missing option becomes one
+`ConfigError` line naming the key and what is allowed; Hydra's own multi-line errors never reach
+the user. After the schema, `check_inputs` checks what the schema cannot: that the tracking URI
+is one MLflow can use here and that the user's data files can be read.
 """
 
 from __future__ import annotations
 
+import copy
 import re
+import tempfile
 from pathlib import Path
 
 from pydantic import BaseModel
 
+from ftsweep.config.inputs import check_inputs
 from ftsweep.config.schema import Config, ConfigError, validate
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-CONF_DIR = PROJECT_ROOT / "conf"
-SWEEPS_DIR = PROJECT_ROOT / "sweeps"
+from ftsweep.config.sources import group_options, hydra_search_path, link_file, option_file
 
 
-def compose(overrides: list[str] | None = None) -> Config:
-    """Compose conf/ with Hydra overrides (`method=lora method.lora_r=8 sweep=smoke`) and validate."""
+def compose(overrides: list[str] | None = None, check_data: bool = True) -> Config:
+    """Compose the configs with Hydra overrides (`method=lora method.lora_r=8 sweep=smoke`),
+    validate them and check the inputs they name (`check_inputs`; `check_data=False` skips
+    reading data.path, for commands that only read records)."""
+    from hydra import compose as hydra_compose
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+    from yaml import YAMLError
+
+    overrides = [_as_schema_override(o) for o in overrides or []]
+    links: dict[str, Path] = {}
+    try:
+        with hydra_search_path(overrides) as (composed, links):
+            cfg = hydra_compose(config_name="config", overrides=composed)
+        raw = OmegaConf.to_container(cfg, resolve=True)
+    except (HydraException, OmegaConfBaseException, YAMLError) as exc:
+        raise ConfigError(_hydra_message(exc, links)) from None
+    raw.pop("hydra", None)
+    cfg = validate(raw)
+    check_inputs(cfg, data=check_data)
+    return cfg
+
+
+def compose_group(group: str, name: str) -> dict:
+    """One option of a config group as Hydra composes it (`compose_group("method", "lora")`),
+    as plain data, read where `compose` reads it (the user's file shadows a shipped one); a
+    name that is not an option is a ConfigError naming those that are."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
+    from yaml import YAMLError
 
-    overrides = [_as_schema_override(o) for o in overrides or []]
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = hydra_compose(config_name="config", overrides=overrides)
-        raw = OmegaConf.to_container(cfg, resolve=True)
-    except (HydraException, OmegaConfBaseException) as exc:
-        raise ConfigError(_hydra_message(exc)) from None
-    raw.pop("hydra", None)
-    return validate(raw)
+    path = option_file(group, name)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    if key not in _GROUP_CACHE:
+        links: dict[str, Path] = {}
+        try:
+            with tempfile.TemporaryDirectory(prefix="ftsweep-conf-") as tmp:
+                link_file(path, Path(tmp) / "option.yaml")
+                links[str(Path(tmp) / "option.yaml")] = path
+                with initialize_config_dir(config_dir=tmp, version_base="1.3"):
+                    node = hydra_compose(config_name="option")
+            _GROUP_CACHE[key] = OmegaConf.to_container(node, resolve=True)
+        except (HydraException, OmegaConfBaseException, YAMLError) as exc:
+            raise ConfigError(_hydra_message(exc, links)) from None
+    return copy.deepcopy(_GROUP_CACHE[key])
 
 
-def group_options(group: str) -> list[str]:
-    """The options of a config group (`hardware` -> ["a100-80gb", "cpu", ...])."""
-    folder = CONF_DIR / group
-    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
-
-
-def compose_group(group: str, name: str) -> dict:
-    """One option of a config group as Hydra composes it (`compose_group("method", "lora")`),
-    as plain data; a name that is not an option is a ConfigError naming those that are."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf import OmegaConf
-
-    if name not in group_options(group):
-        raise ConfigError(
-            f"{group}={name}: no such {group} (allowed: {', '.join(group_options(group))})"
-        )
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR / group), version_base="1.3"):
-            node = hydra_compose(config_name=name)
-    except HydraException as exc:
-        raise ConfigError(_hydra_message(exc)) from None
-    return OmegaConf.to_container(node, resolve=True)
+# compose_group's answers by the file they were read from (and its mtime and size): Hydra
+# takes ~0.1 s per composition, and expanding a sweep asks for each method's defaults often.
+_GROUP_CACHE: dict[tuple, dict] = {}
 
 
 def _as_schema_override(override: str) -> str:
@@ -93,16 +107,21 @@ def _allowed_keys(dotted: str) -> list[str]:
     return list(model.model_fields)
 
 
-def _hydra_message(exc: Exception) -> str:
-    """One line from Hydra's multi-line errors, with what is allowed."""
+def _hydra_message(exc: Exception, links: dict[str, Path] | None = None) -> str:
+    """One line from Hydra's multi-line errors, with what is allowed; files are named where
+    they are, not by the overlay's links to them."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is not None:  # YAML that does not parse
+        name = str((links or {}).get(mark.name, mark.name))
+        return f"{name}:{mark.line + 1}: not valid YAML ({exc.problem} at column {mark.column + 1})"
     text = str(exc).strip()
+    for link, target in sorted((links or {}).items(), key=lambda kv: -len(kv[0])):
+        text = text.replace(link, str(target))
     first = text.splitlines()[0] if text else type(exc).__name__
     missing_choice = re.search(r"Could not (?:find|load) '([\w-]+)/([^']+)'", text)
     if missing_choice:
         group, name = missing_choice.groups()
-        folder = CONF_DIR / group
-        allowed = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
-        return f"{group}={name}: no such {group} (allowed: {', '.join(allowed)})"
+        return f"{group}={name}: no such {group} (allowed: {', '.join(group_options(group))})"
     unknown_key = re.search(r"Could not (?:override|append to) '([^']+)'", text)
     if unknown_key:
         key = unknown_key.group(1)

@@ -232,9 +232,7 @@ def _describe(error: dict) -> str:
             from ftsweep.methods import get_method
 
             knobs = sorted(set(get_method(error["method"]).knobs.model_fields) - {"name"})
-            return (
-                f"{key}: not a knob of method {error['method']} (its knobs: {', '.join(knobs)})"
-            )
+            return f"{key}: not a knob of method {error['method']} (its knobs: {', '.join(knobs)})"
         return f"{key}: unknown key (check its spelling)"
     if error["type"] == "missing":
         return f"{key}: required but not set"
@@ -273,6 +271,8 @@ def validate(raw: dict[str, Any]) -> Config:
                 err = {**err, "loc": (*loc, "name"), "input": err["input"].get("name")}
                 err["msg"] = f"no such method (allowed: {', '.join(_method_names())})"
                 loc = err["loc"]
-            method = raw.get("method", {}).get("name") if isinstance(raw.get("method"), dict) else None
+            method = (
+                raw.get("method", {}).get("name") if isinstance(raw.get("method"), dict) else None
+            )
             seen.setdefault(loc, _describe({**err, "loc": loc, "method": method}))
         raise ConfigError("; ".join(seen.values())) from None

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ftsweep.data.tokenize import prompt_text, stop_token_ids
 from ftsweep.data.tasks import Example, Task
+from ftsweep.data.tokenize import prompt_text, stop_token_ids
 
 
 @torch.no_grad()
@@ -47,23 +47,3 @@ def task_quality(
     replies = generate_replies(model, tokenizer, examples, batch_size, max_new_tokens)
     scores = [task.score(reply, ex.completion) for reply, ex in zip(replies, examples, strict=True)]
     return sum(scores) / len(scores)
-
-
-def base_model_quality(cfg) -> float:
-    """Quality of the untrained base model on the config's eval set: the bar fine-tuning must clear."""
-    from transformers import AutoTokenizer
-
-    from ftsweep.methods.loading import load_base_model
-    from ftsweep.models.builtin import resolve_model_path
-    from ftsweep.data.tasks import get_task
-
-    path = resolve_model_path(cfg.model.name_or_path)
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    task = get_task(cfg.data)
-    _, eval_examples = task.split(cfg.data.num_train, cfg.data.num_eval, cfg.data.seed)
-    model = load_base_model(cfg, path)
-    return task_quality(
-        model, tokenizer, task, eval_examples, cfg.train.eval_batch_size, cfg.train.max_new_tokens
-    )

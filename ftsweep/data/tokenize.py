@@ -104,10 +104,6 @@ class TokenizedDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, list[int]]:
         return self.items[index]
 
-    @property
-    def num_tokens(self) -> int:
-        return sum(len(item["input_ids"]) for item in self.items)
-
 
 @dataclass
 class PadCollator:

@@ -3,7 +3,6 @@ process or a group of data-parallel workers (`num_workers`)."""
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Literal
 
 from pydantic import Field
@@ -39,9 +38,10 @@ class FullFineTuning(Method):
     def deepspeed_config(self, knobs: FullKnobs) -> dict | None:
         if not knobs.zero_stage:
             return None
-        from ftsweep.config import CONF_DIR
+        from ftsweep.config.compose import compose_group
 
-        config = json.loads((CONF_DIR / "deepspeed" / f"zero{knobs.zero_stage}.json").read_text())
+        # conf/deepspeed/zeroN.yaml (a user's own conf/deepspeed/ shadows it)
+        config = compose_group("deepspeed", f"zero{knobs.zero_stage}")
         if knobs.offload:
             config["zero_optimization"]["offload_optimizer"] = {
                 "device": "cpu",

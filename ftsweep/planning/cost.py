@@ -8,8 +8,6 @@ it was read; model shapes in conf/model/*.yaml (`architecture`). The plan
 
 from __future__ import annotations
 
-import functools
-
 from ftsweep.config import ArchitectureConfig, ConfigError, HardwareConfig
 from ftsweep.config.compose import compose_group, group_options
 from ftsweep.planning.memory import BYTES
@@ -81,21 +79,14 @@ def hardware_names() -> list[str]:
     return group_options("hardware")
 
 
-@functools.cache  # composed once per process: a plan asks for the whole catalog, more than once
 def load_hardware(name: str) -> HardwareConfig:
-    """The hardware option NAME as Hydra composes it, validated; a missing or bad file is a
-    one-line ConfigError naming the key, its value and what is allowed."""
-    import yaml
+    """The hardware option NAME as Hydra composes it (compose_group caches it per file),
+    validated; a missing or bad file is a one-line ConfigError naming the key, its value and
+    what is allowed."""
     from pydantic import ValidationError
 
     where = f"conf/hardware/{name}.yaml"
-    try:
-        raw = compose_group("hardware", name)  # "hardware=NAME: no such hardware (allowed: ...)"
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or type(exc).__name__
-        raise ConfigError(f"{where}: not valid YAML{at}: {problem}") from None
+    raw = compose_group("hardware", name)  # "hardware=NAME: no such hardware (allowed: ...)"
     try:
         return HardwareConfig.model_validate(raw)
     except ValidationError as exc:

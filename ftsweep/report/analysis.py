@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ftsweep.config import ConfigError, HardwareConfig
-from ftsweep.config.compose import group_options
+from ftsweep.config.sources import group_options
 from ftsweep.planning.cost import load_hardware
 from ftsweep.report.costs import (
     MethodCost,

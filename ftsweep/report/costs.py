@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ftsweep.config import HardwareConfig
-from ftsweep.config.compose import group_options
+from ftsweep.config.sources import group_options
 from ftsweep.planning.cost import experiments_per_dollar, load_hardware, run_cost_usd
 from ftsweep.report.methods import by_method, is_full
 from ftsweep.report.runs import RunRow

@@ -3,7 +3,7 @@ target GPU), and the experiments-per-dollar evidence behind the recommendation."
 
 from __future__ import annotations
 
-from ftsweep.config.compose import group_options
+from ftsweep.config.sources import group_options
 from ftsweep.methods import method_label
 from ftsweep.report.analysis import Analysis
 from ftsweep.report.costs import PRICE_MAX_AGE_DAYS, MethodCost, effective_tflops, gain_over_full

@@ -38,12 +38,6 @@ from ftsweep.tracking.redact import redact_uri
 from ftsweep.tracking.store import ensure_experiment, experiment_name, get_client, tracking_uri
 
 # isort: split
-# re-exported until importers move: these now live in retry.py and store.py. (redact_uri,
-# get_client, tracking_uri, experiment_name and ensure_experiment, imported above for this
-# module's own use, are also still importable from here.)
-from ftsweep.tracking.retry import TrackingUnavailable, is_transient, retrying  # noqa: F401
-from ftsweep.tracking.store import sqlite_path, store_lock  # noqa: F401
-
 TAG_SWEEP = "ftsweep.sweep"
 TAG_TRIAL_ID = "ftsweep.trial_id"
 TAG_RUN_ID = "ftsweep.run_id"
