@@ -148,8 +148,10 @@ def test_secrets_in_a_failure_are_not_recorded(tiny_config, monkeypatch):
 
     monkeypatch.setattr(trial, "train_and_evaluate", unreachable)
     cfg = tiny_config("sweep.name=secret")
+    from ftsweep.trial.run import run_trial
+
     with pytest.raises(ConnectionError):
-        trial.run_trial(cfg)
+        run_trial(cfg)
     client = get_client(tracking_uri(cfg))
     (run,) = client.search_runs([client.get_experiment_by_name("secret").experiment_id])
     assert "alice:***@10.0.0.5" in run.data.tags[TAG_ERROR]

@@ -20,12 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from ftsweep.ops.server import (
-    LocalPostgres,
-    postgres_bin_dir,
-    start_tracking_server,
-    stop_tracking_server,
-)
+from ftsweep.ops.postgres import LocalPostgres, postgres_bin_dir
+from ftsweep.ops.server import start_tracking_server, stop_tracking_server
 
 pytestmark = pytest.mark.slow
 

@@ -28,12 +28,15 @@ class MethodKnobs(BaseModel):
     weight_decay: Annotated[float, Field(ge=0, lt=1)] = 0.0
     warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.0
 
+    # The registry entry of the method these knobs belong to, set by `register_method`.
+    registered: ClassVar[Method | None] = None
+
     @property
     def spec(self) -> Method:
         """This method's registry entry."""
-        from ftsweep.methods.registry import get_method
-
-        return get_method(self.name)
+        if self.registered is None:
+            raise LookupError(f"method {self.name!r} has knobs but was never registered")
+        return self.registered
 
     @property
     def is_adapter(self) -> bool:

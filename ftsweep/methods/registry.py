@@ -22,6 +22,7 @@ def register_method(method: Method) -> Method:
     if method.name in _REGISTRY and type(_REGISTRY[method.name]) is not type(method):
         raise ValueError(f"method {method.name!r} is registered twice")
     _REGISTRY[method.name] = method
+    method.knobs.registered = method
     return method
 
 
