@@ -98,12 +98,12 @@ def grace_tokens(cfg) -> int:
     """Tokens in the smallest possible first batch: every trial's first evaluation is past it."""
     from transformers import AutoTokenizer
 
-    from ftsweep.data.tasks import get_task
+    from ftsweep.data.tasks import get_task, three_way_split
     from ftsweep.data.tokenize import TokenizedDataset
     from ftsweep.models.builtin import resolve_model_path
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(cfg.model.name_or_path))
-    train, _ = get_task(cfg.data).split(cfg.data.num_train, cfg.data.num_eval, cfg.data.seed)
+    train = three_way_split(get_task(cfg.data), cfg.data).train
     shortest = min(
         len(item["input_ids"])
         for item in TokenizedDataset(tokenizer, train, cfg.train.seq_len).items

@@ -43,7 +43,7 @@ def fixed_batch(cfg, device: str = "cpu") -> dict:
     """The first train.batch_size training examples, tokenized and padded as a trial pads them."""
     from transformers import AutoTokenizer
 
-    from ftsweep.data.tasks import get_task
+    from ftsweep.data.tasks import get_task, three_way_split
     from ftsweep.data.tokenize import PadCollator, TokenizedDataset
     from ftsweep.models.builtin import resolve_model_path
 
@@ -51,7 +51,7 @@ def fixed_batch(cfg, device: str = "cpu") -> dict:
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    train, _ = get_task(cfg.data).split(cfg.data.num_train, cfg.data.num_eval, cfg.data.seed)
+    train = three_way_split(get_task(cfg.data), cfg.data).train
     items = TokenizedDataset(tokenizer, train[: cfg.train.batch_size], cfg.train.seq_len)
     batch = PadCollator(tokenizer.pad_token_id)([items[i] for i in range(len(items))])
     return {k: v.to(device) for k, v in batch.items()}

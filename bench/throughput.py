@@ -49,7 +49,7 @@ def bare_tokens_per_s(cfg) -> float:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ftsweep.data.tasks import get_task
+    from ftsweep.data.tasks import get_task, three_way_split
     from ftsweep.data.tokenize import PadCollator, TokenizedDataset
     from ftsweep.methods.registry import target_modules
     from ftsweep.models.builtin import resolve_model_path
@@ -61,7 +61,7 @@ def bare_tokens_per_s(cfg) -> float:
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    train, _ = get_task(cfg.data).split(cfg.data.num_train, cfg.data.num_eval, cfg.data.seed)
+    train = three_way_split(get_task(cfg.data), cfg.data).train
     data = TokenizedDataset(tokenizer, train, t.seq_len)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     model = get_peft_model(

@@ -16,7 +16,7 @@ COMMANDS = {
     "sweep": "run a sweep from sweeps/NAME.yaml with Ray Tune (sweep=NAME); rerun to resume",
     "report": "write RESULTS/NAME/report.md, .html and plots from a sweep's MLflow runs [target=GPU]",
     "adapters": "list a sweep's LoRA/QLoRA adapters with size and quality",
-    "merge": "merge an adapter into its base model: out=DIR [run=ID] (default: the recommended run)",
+    "merge": "merge an adapter into its base model: out=DIR [run=ID] (default: the recommended run) [trust_remote_code=true]",
     "plan": "estimate memory, hours and dollars per method and GPU layout, before launch (no weights)",
     "validate": "check a sweep before launch: every trial, its memory and cost (no Ray, no weights)",
     "prepare": "prepare the built-in models (SmolLM2-135M from its package, tiny-llama) and DeepSpeed's CPU op",
@@ -25,7 +25,8 @@ COMMANDS = {
 # Command arguments that are not config keys: taken out before Hydra composes the rest.
 EXTRA_ARGS = {
     "report": ("target",),
-    "merge": ("run", "out"),
+    # trust_remote_code=true: run the base model's own code, where its conf/model file asks.
+    "merge": ("run", "out", "trust_remote_code"),
     "plan": ("examples", "tokens_per_example", "epochs", "max_gpus"),
     "prepare": ("force",),
 }
@@ -38,7 +39,7 @@ EPILOG = """examples:
   ftsweep sweep sweep=lora_vs_full train.max_steps=20
   ftsweep sweep sweep=./my_sweep.yaml   (conf/ and sweeps/ in the working directory count too)
   ftsweep report sweep=smoke results_dir=/tmp/x target=h100
-  ftsweep merge sweep=smoke results_dir=/tmp/x out=/tmp/merged
+  ftsweep merge sweep=smoke results_dir=/tmp/x out=/tmp/merged   (trust_remote_code=true: the base's own code)
 
 Overrides use Hydra syntax: group=option (model=, method=, data=, hardware=, sweep=) or key=value.
 """
@@ -189,9 +190,16 @@ def cmd_merge(overrides: list[str], extra: dict[str, str]) -> int:
     from ftsweep.adapters.merge import MergeMismatch, merge_adapter
     from ftsweep.tracking.store import experiment_name, tracking_uri
 
+    remote_code = extra.get("trust_remote_code", "false").lower()
+    if remote_code not in ("true", "false"):
+        raise ConfigError(f"trust_remote_code={remote_code}: true or false")
     try:
         out = merge_adapter(
-            tracking_uri(cfg), experiment_name(cfg), extra.get("run"), Path(extra["out"])
+            tracking_uri(cfg),
+            experiment_name(cfg),
+            extra.get("run"),
+            Path(extra["out"]),
+            trust_remote_code=remote_code == "true",
         )
     except MergeMismatch as exc:
         print(f"ftsweep: merge refused: {exc}", file=sys.stderr)
@@ -281,7 +289,9 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("FTSWEEP_DEBUG") == "1":
             import traceback
 
-            traceback.print_exc()
+            from ftsweep.tracking.redact import redact_uri
+
+            print(redact_uri(traceback.format_exc()), file=sys.stderr, end="")
         hint = "" if os.environ.get("FTSWEEP_DEBUG") == "1" else " (FTSWEEP_DEBUG=1 shows where)"
         print(f"ftsweep: error: {type(exc).__name__}: {_one_line(exc)}{hint}", file=sys.stderr)
         return 1

@@ -23,6 +23,7 @@ def tiny_overrides(tmp_path):
         "train.max_new_tokens=8",
         "data.num_train=16",
         "data.num_eval=4",
+        "data.num_test=4",
     ]
 
 

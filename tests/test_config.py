@@ -302,14 +302,18 @@ def test_missing_data_path_is_one_line(tmp_path):
     with pytest.raises(ConfigError) as caught:
         compose(["data=jsonl", f"data.path={tmp_path / 'nope.jsonl'}"])
     assert str(caught.value) == f"data.path={tmp_path / 'nope.jsonl'}: no such file or folder"
-    train = _jsonl(tmp_path / "t.jsonl", GOOD, b'{"prompt": "3+3?", "completion": "6"}')
+    more = [b'{"prompt": "%d+%d?", "completion": "%d"}' % (n, n, 2 * n) for n in (3, 4)]
+    # three examples: one to train on, one to validate, one to test
+    train = _jsonl(tmp_path / "t.jsonl", GOOD, *more)
     with pytest.raises(ConfigError) as caught:
         compose(["data=jsonl", f"data.path={train}", f"data.eval_path={tmp_path / 'e.jsonl'}"])
     assert str(caught.value) == f"data.eval_path={tmp_path / 'e.jsonl'}: no such file or folder"
 
 
 def test_readable_data_composes_and_reading_can_be_skipped(tmp_path):
-    train = _jsonl(tmp_path / "t.jsonl", GOOD, b'{"prompt": "3+3?", "completion": "6"}')
+    more = [b'{"prompt": "%d+%d?", "completion": "%d"}' % (n, n, 2 * n) for n in (3, 4)]
+    # three examples: one to train on, one to validate, one to test
+    train = _jsonl(tmp_path / "t.jsonl", GOOD, *more)
     assert compose(["data=jsonl", f"data.path={train}"]).data.path == str(train)
     missing = tmp_path / "gone.jsonl"
     cfg = compose(["data=jsonl", f"data.path={missing}"], check_data=False)

@@ -49,13 +49,41 @@ def _pick_run(rows: list[RunRow], run_id: str | None, experiment: str) -> RunRow
     return row
 
 
-def base_model_path(model_name: str) -> tuple[str, bool]:
-    """The base checkpoint a run's `model` param names, and whether it needs remote code."""
-    from ftsweep.config import compose
+def base_model_path(model_name: str, trust_remote_code: bool = False) -> tuple[str, bool]:
+    """The base checkpoint a run's `model` param names, and whether to run its remote code.
+
+    The param is read back from a store anyone with write access to it can forge, so it is
+    only ever a name: checked against the model options (`conf/model/NAME.yaml`, shipped or
+    the user's), and that option's file is read as data, never composed as a Hydra override.
+    Remote code runs only when the caller asks (`ftsweep merge trust_remote_code=true`) and
+    the model's own config says it needs it.
+    """
+    from ftsweep.config import ModelConfig, compose_group
+    from ftsweep.config.sources import stored_option
     from ftsweep.models.builtin import resolve_model_path
 
-    model = compose([f"model={model_name}"]).model
-    return resolve_model_path(model.name_or_path), model.trust_remote_code
+    name = stored_option("model", model_name, "the run's `model` param")
+    model = ModelConfig.model_validate(compose_group("model", name))
+    if model.trust_remote_code and not trust_remote_code:
+        raise ConfigError(
+            f"model={name} runs its own code (trust_remote_code in its conf/model file): "
+            "pass trust_remote_code=true to ftsweep merge if you trust that code"
+        )
+    return resolve_model_path(model.name_or_path), model.trust_remote_code and trust_remote_code
+
+
+def check_adapter_files(adapter_dir: Path) -> None:
+    """A downloaded adapter holds safetensors weights and JSON only: nothing pickled."""
+    adapter_dir = Path(adapter_dir)
+    pickled = sorted(
+        p.name
+        for p in adapter_dir.rglob("*")
+        if p.is_symlink() or (p.is_file() and p.suffix not in (".safetensors", ".json", ".md"))
+    )
+    if pickled or not (adapter_dir / "adapter_model.safetensors").is_file():
+        raise ConfigError(
+            f"the run's adapter is not a safetensors adapter (found {', '.join(pickled) or 'no adapter_model.safetensors'}): not loaded"
+        )
 
 
 def _logits(model, tokenizer):
@@ -82,6 +110,7 @@ def _merged(row: RunRow, tracking_uri: str, base_path: str, trust_remote_code: b
                 f"run {row.run_id} ({row.name}) logged no adapter; it may have failed before saving one"
             )
         adapter_dir = client.download_artifacts(row.run_id, ADAPTER_PATH, tmp)
+        check_adapter_files(Path(adapter_dir))
         tokenizer = AutoTokenizer.from_pretrained(base_path, trust_remote_code=trust_remote_code)
         base = AutoModelForCausalLM.from_pretrained(
             base_path,
@@ -97,11 +126,18 @@ def _merged(row: RunRow, tracking_uri: str, base_path: str, trust_remote_code: b
     return merged, tokenizer, (before - after).abs().max().item()
 
 
-def merge_adapter(tracking_uri: str, experiment: str, run_id: str | None, out_dir: Path) -> Path:
+def merge_adapter(
+    tracking_uri: str,
+    experiment: str,
+    run_id: str | None,
+    out_dir: Path,
+    trust_remote_code: bool = False,
+) -> Path:
     """Merge a run's adapter (default: the recommended one) into its base; returns out_dir.
 
     Checks that the merged model's logits match the adapter model's on a sample sentence
-    and raises MergeMismatch otherwise.
+    and raises MergeMismatch otherwise. The base is the model option the run names
+    (`base_model_path`); its remote code runs only with `trust_remote_code`.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
@@ -110,8 +146,8 @@ def merge_adapter(tracking_uri: str, experiment: str, run_id: str | None, out_di
     model_name = row.params.get("model")
     if not model_name:
         raise ConfigError(f"run {row.run_id} records no `model` param: its base model is unknown")
-    base_path, trust_remote_code = base_model_path(model_name)
-    merged, tokenizer, difference = _merged(row, tracking_uri, base_path, trust_remote_code)
+    base_path, remote_code = base_model_path(model_name, trust_remote_code)
+    merged, tokenizer, difference = _merged(row, tracking_uri, base_path, remote_code)
     precision = row.params.get("precision", "fp32")
     if difference > MERGE_TOLERANCE.get(precision, MERGE_TOLERANCE["fp32"]):
         raise MergeMismatch(

@@ -2,8 +2,9 @@
 
 Where configs come from is `ftsweep.config.sources`. A bad override or a missing option becomes one
 `ConfigError` line naming the key and what is allowed; Hydra's own multi-line errors never reach
-the user. After the schema, `check_inputs` checks what the schema cannot: that the tracking URI
-is one MLflow can use here and that the user's data files can be read.
+the user. After the schema, credentials in `tracking.uri` move to the environment (`move_credentials`)
+and `check_inputs` checks what the schema cannot: that the tracking URI is one MLflow can use
+here, that the results folder is the user's own, and that the user's data files can be read.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from ftsweep.config.inputs import check_inputs
+from ftsweep.config.inputs import check_inputs, move_credentials
 from ftsweep.config.schema import Config, ConfigError, validate
 from ftsweep.config.sources import group_options, hydra_search_path, link_file, option_file
 
@@ -39,7 +40,8 @@ def compose(overrides: list[str] | None = None, check_data: bool = True) -> Conf
     except (HydraException, OmegaConfBaseException, YAMLError) as exc:
         raise ConfigError(_hydra_message(exc, links)) from None
     raw.pop("hydra", None)
-    cfg = validate(raw)
+    # Credentials leave the config before anything can store it (ftsweep.config.inputs).
+    cfg = move_credentials(validate(raw))
     check_inputs(cfg, data=check_data)
     return cfg
 

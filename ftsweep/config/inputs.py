@@ -1,10 +1,22 @@
 """What a valid config may still name wrongly, checked before anything runs: the tracking
-store's URI, and the user's data files (existence, UTF-8, and readable as the trial reads them).
+store's URI, the results folder (the user's own, `ftsweep.trust`), and the user's data files
+(existence, UTF-8, and readable as the trial reads them).
+
+Credentials never stay in a config (`move_credentials`): a config is stored by Ray (the trial's
+params.json/params.pkl, tuner.pkl) and travels to every worker, so a password or token in
+`tracking.uri` is moved into the environment variables its client reads (MLflow's
+MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD / MLFLOW_TRACKING_TOKEN, libpq's
+PGPASSWORD) and the config keeps the bare URI. Workers of a local Ray instance inherit them
+from the driver's environment; a cluster's nodes need them where `ray start` runs.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import sys
 from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from ftsweep.config.schema import Config, ConfigError, DataConfig
 
@@ -35,10 +47,109 @@ _DRIVER_MODULES = {
 
 def check_inputs(cfg: Config, data: bool = True) -> None:
     """What a valid config may still name wrongly, checked before anything runs: the tracking
-    store's URI, and (with `data`) the user's data files, read once as the trial reads them."""
+    store's URI, the results folder, and (with `data`) the user's data files, read once as the
+    trial reads them."""
+    from ftsweep.trust import check_results_dir
+
     check_tracking_uri(cfg.tracking.uri)
+    check_results_dir(cfg.results_path)
     if data:
         check_data(cfg.data)
+
+
+# --- credentials: out of the config, into the environment -----------------------------------
+
+MLFLOW_USERNAME = "MLFLOW_TRACKING_USERNAME"
+MLFLOW_PASSWORD = "MLFLOW_TRACKING_PASSWORD"
+MLFLOW_TOKEN = "MLFLOW_TRACKING_TOKEN"
+PG_PASSWORD = "PGPASSWORD"
+# Query keys that carry a secret (as ftsweep.tracking.redact sees them).
+_SECRET_KEY = re.compile(r"token|passw|pwd|secret|key|sig|credential|auth", re.IGNORECASE)
+# Drivers that read libpq's PGPASSWORD.
+_LIBPQ_DRIVERS = ("", "psycopg", "psycopg2")
+_warned: set[tuple[str, ...]] = set()
+
+
+def split_credentials(uri: str) -> tuple[str, dict[str, str]]:
+    """`http://u:pw@host:5000` -> ("http://host:5000", {MLFLOW_TRACKING_USERNAME: "u", ...}).
+
+    http(s): user and password -> MLflow's username/password variables, a user alone (a token)
+    -> MLFLOW_TRACKING_TOKEN. postgresql: the password (in the userinfo or `?password=`) ->
+    PGPASSWORD, the user name stays. Any other secret a URI carries cannot be moved: a
+    ConfigError says where to put it instead.
+    """
+    from ftsweep.tracking.redact import redact_uri
+
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return uri, {}  # check_tracking_uri names the problem
+    scheme = parts.scheme.lower()
+    database, _, driver = scheme.partition("+")
+    userinfo, at, host = parts.netloc.rpartition("@")
+    env: dict[str, str] = {}
+    netloc = parts.netloc
+    shown = redact_uri(uri)
+    if at:
+        user, sep, password = userinfo.partition(":")
+        user, password = unquote(user), unquote(password)
+        if database in ("http", "https"):
+            if sep:
+                env |= {MLFLOW_USERNAME: user, MLFLOW_PASSWORD: password}
+            else:
+                env[MLFLOW_TOKEN] = user
+            netloc = host
+        elif database == "postgresql" and driver in _LIBPQ_DRIVERS:
+            if sep:
+                env[PG_PASSWORD] = password
+            netloc = f"{userinfo.partition(':')[0]}@{host}"
+        elif sep:
+            raise ConfigError(
+                f"tracking.uri={shown!r}: a password in a {scheme}:// URI would be stored with the "
+                "sweep (Ray keeps the config in RESULTS/ray): use a tracking server "
+                "(MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD) or PostgreSQL (PGPASSWORD)"
+            )
+    query = []
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if not _SECRET_KEY.search(key):
+            query.append((key, value))
+        elif database == "postgresql" and driver in _LIBPQ_DRIVERS and key == "password":
+            env[PG_PASSWORD] = value
+        else:
+            raise ConfigError(
+                f"tracking.uri={shown!r}: its query string carries a secret ({key}=...), which "
+                "would be stored with the sweep: pass credentials in the environment "
+                f"({MLFLOW_USERNAME} / {MLFLOW_PASSWORD} / {MLFLOW_TOKEN}, or PGPASSWORD)"
+            )
+    if not env:
+        return uri, {}
+    bare = urlunsplit(
+        (parts.scheme, netloc, parts.path, urlencode(query) if query else "", parts.fragment)
+    )
+    return bare, env
+
+
+def move_credentials(cfg: Config) -> Config:
+    """The config with the bare `tracking.uri`; its credentials set in this process's
+    environment (which a local Ray instance's workers inherit), with one warning."""
+    uri = cfg.tracking.uri
+    if not uri:
+        return cfg
+    bare, env = split_credentials(uri)
+    if not env:
+        return cfg
+    os.environ.update(env)
+    names = tuple(sorted(env))
+    if names not in _warned:
+        _warned.add(names)
+        print(
+            f"ftsweep: warning: tracking.uri carried credentials; they are now in "
+            f"{', '.join(names)} for this process and its Ray workers, and the sweep keeps "
+            f"{bare}: set those variables instead of writing credentials into the URI (it is "
+            "visible to other users in `ps`)",
+            file=sys.stderr,
+        )
+    return cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"uri": bare})})
 
 
 def check_tracking_uri(uri: str | None) -> None:
@@ -102,10 +213,10 @@ def check_data(data: DataConfig) -> None:
         if value:
             for path in _text_files(key, value):
                 _check_utf8(path)
-    from ftsweep.data.tasks import get_task
+    from ftsweep.data.tasks import get_task, three_way_split
 
     try:
-        get_task(data).split(data.num_train, data.num_eval, data.seed)
+        three_way_split(get_task(data), data)
     except ConfigError:
         raise
     except Exception as exc:  # a reader's own exception: still the user's file, in one line

@@ -7,6 +7,7 @@ composition lives in `ftsweep.config.compose`.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -60,7 +61,10 @@ class DataConfig(_Strict):
     task: Literal["format", "knowledge", "domain", "jsonl"]
     # Built-in tasks: examples generated; user data: at most this many are used.
     num_train: Annotated[int, Field(ge=1)] = 512
+    # Held-out examples: a validation split (`quality`, what selection uses) and a test split
+    # (`test_quality`, never used for selection), both sharing nothing with training.
     num_eval: Annotated[int, Field(ge=1)] = 32
+    num_test: Annotated[int, Field(ge=1)] = 32
     seed: int = 0
     # Built-in tasks only; None means medium.
     difficulty: Literal["easy", "medium", "hard"] | None = None
@@ -130,10 +134,30 @@ class TrainConfig(_Strict):
     checkpoint_every: Annotated[int, Field(ge=1)] | None = None
 
 
+# A sweep's or experiment's name becomes a folder under RESULTS (reports, checkpoints, Ray
+# state): a plain name, never a path.
+_NAME = re.compile(r"[\w][\w.-]*")
+
+
+def _plain_name(key: str, name: str) -> str:
+    if not _NAME.fullmatch(name) or ".." in name:
+        raise ValueError(
+            f"not a plain name: letters, digits, _ . - only, starting with a letter, digit or _, "
+            f"no '..' (it names folders under results_dir, e.g. {key}=my_sweep)"
+        )
+    return name
+
+
 class TrackingConfig(_Strict):
-    # None: a SQLite store at RESULTS/mlflow.db.
+    # None: a SQLite store at RESULTS/mlflow.db. Credentials never stay in it: compose moves
+    # them to the environment (ftsweep.config.inputs.move_credentials).
     uri: str | None = None
     experiment: str | None = None
+
+    @field_validator("experiment")
+    @classmethod
+    def _plain_experiment(cls, name: str | None) -> str | None:
+        return None if name is None else _plain_name("tracking.experiment", name)
 
 
 class SearchSubspace(_Strict):
@@ -168,6 +192,8 @@ class SweepConfig(_Strict):
     algorithm: Literal["grid", "random", "optuna"] = "grid"
     # Trials drawn by random/optuna (grid runs every point of its space).
     num_samples: Annotated[int, Field(ge=1)] = 1
+    # Optuna's random start-up trials before TPE models the space (Optuna's own default: 10).
+    optuna_startup: Annotated[int, Field(ge=1)] = 10
     space: list[SearchSubspace] = []
     # Each grid configuration repeated with this many seeds (train.seed, train.seed + 1, ...).
     seeds: Annotated[int, Field(ge=1)] = 1
@@ -184,6 +210,11 @@ class SweepConfig(_Strict):
     force: bool = False
     # Measure the untrained base model on the task once (a run with method=none), for lift.
     baseline: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _plain_sweep_name(cls, name: str) -> str:
+        return _plain_name("sweep.name", name)
 
     @model_validator(mode="after")
     def _fits_algorithm(self) -> SweepConfig:

@@ -85,6 +85,23 @@ def group_options(group: str) -> list[str]:
     return sorted(_option_files(group))
 
 
+# A name read back from a store (an MLflow param) that stands for a config option.
+_STORED_NAME = re.compile(r"[\w.-]+")
+
+
+def stored_option(group: str, name: object, what: str) -> str:
+    """A group option's name read back from a store (`what` says where from), checked to be a
+    plain name and an option of the group: never a Hydra override, a path or a YAML value."""
+    if not isinstance(name, str) or not _STORED_NAME.fullmatch(name) or name.strip(".") == "":
+        raise ConfigError(f"{what} {name!r} is not the name of a {group} option")
+    options = group_options(group)
+    if name not in options:
+        raise ConfigError(
+            f"{what} {name!r} is no {group} option here (allowed: {', '.join(options)})"
+        )
+    return name
+
+
 def option_file(group: str, name: str) -> Path:
     """The file an option is read from (the user's where it shadows a shipped one)."""
     files = _option_files(group)

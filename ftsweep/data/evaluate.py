@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ftsweep.data.tasks import Example, Task
+from ftsweep.data.tasks import Example, Task, example_id
 from ftsweep.data.tokenize import prompt_text, stop_token_ids
 
 
@@ -40,10 +40,46 @@ def generate_replies(
     return replies
 
 
+def score_examples(
+    model, tokenizer, task: Task, examples: list[Example], batch_size: int, max_new_tokens: int
+) -> list[float]:
+    """Each example's score in [0, 1] for the model's greedy reply."""
+    replies = generate_replies(model, tokenizer, examples, batch_size, max_new_tokens)
+    return [task.score(reply, ex.completion) for reply, ex in zip(replies, examples, strict=True)]
+
+
 def task_quality(
     model, tokenizer, task: Task, examples: list[Example], batch_size: int, max_new_tokens: int
 ) -> float:
     """Mean score of the model's greedy replies to the examples, in [0, 1]."""
-    replies = generate_replies(model, tokenizer, examples, batch_size, max_new_tokens)
-    scores = [task.score(reply, ex.completion) for reply, ex in zip(replies, examples, strict=True)]
+    scores = score_examples(model, tokenizer, task, examples, batch_size, max_new_tokens)
     return sum(scores) / len(scores)
+
+
+def score_splits(
+    model,
+    tokenizer,
+    task: Task,
+    splits: dict[str, list[Example]],
+    batch_size: int,
+    max_new_tokens: int,
+) -> tuple[dict[str, float], dict]:
+    """Quality on the validation and test splits with 95% bootstrap intervals, and the
+    per-example scores (ids and scores per split) a report can compare runs on."""
+    from ftsweep.data.intervals import mean_interval
+
+    metrics: dict[str, float] = {}
+    per_example: dict[str, dict] = {}
+    for split, prefix in (("validation", ""), ("test", "test_")):
+        examples = splits[split]
+        scores = score_examples(model, tokenizer, task, examples, batch_size, max_new_tokens)
+        low, high = mean_interval(scores)
+        metrics |= {
+            f"{prefix}quality": sum(scores) / len(scores),
+            f"{prefix}quality_ci_low": low,
+            f"{prefix}quality_ci_high": high,
+        }
+        per_example[split] = {"ids": [example_id(e) for e in examples], "scores": scores}
+    metrics["num_eval_examples"] = len(splits["validation"])
+    metrics["num_test_examples"] = len(splits["test"])
+    return metrics, per_example

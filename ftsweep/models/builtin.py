@@ -8,6 +8,8 @@ Two built-in models are prepared once into a cache folder as ordinary transforme
 - `tiny-llama`: a two-layer random Llama with the same tokenizer, for fast tests.
 
 Any other `model.name_or_path` (a hub id or a local folder) is loaded as it is.
+
+The cache is created 0700 and must be the user's alone (`trusted_cache_dir`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,14 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 def cache_dir() -> Path:
     return Path(os.environ.get("FTSWEEP_CACHE", Path.home() / ".cache" / "ftsweep")).expanduser()
+
+
+def trusted_cache_dir() -> Path:
+    """The cache, created 0700 where missing and checked to be the user's alone: trials load
+    its checkpoints, and torch loads the extensions built in it (`ftsweep.trust`)."""
+    from ftsweep.trust import private_dir
+
+    return private_dir(cache_dir(), "the model cache (FTSWEEP_CACHE)")
 
 
 def builtin_model_dir(name: str) -> Path:
@@ -97,6 +107,9 @@ def prepare_tiny_llama(out: Path, tokenizer_dir: Path) -> Path:
 
 def prepare_builtin_models(force: bool = False) -> dict[str, Path]:
     """Prepare every built-in model that is missing; returns their folders."""
+    from ftsweep.trust import private_dir
+
+    private_dir(trusted_cache_dir() / "models", "the model cache (FTSWEEP_CACHE)")
     smol = builtin_model_dir("smollm2-135m")
     tiny = builtin_model_dir("tiny-llama")
     if force or not is_prepared(smol):
@@ -112,6 +125,7 @@ def resolve_model_path(name_or_path: str) -> str:
     """`builtin:NAME` points into the cache (prepared on first use); anything else is as given."""
     if name_or_path.startswith("builtin:"):
         name = name_or_path.split(":", 1)[1]
+        trusted_cache_dir()
         path = builtin_model_dir(name)
         if not is_prepared(path):
             prepare_builtin_models()

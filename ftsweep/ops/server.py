@@ -1,28 +1,43 @@
-"""A tracking server for cluster mode: MLflow over PostgreSQL, bound to loopback by default.
+"""A tracking server for cluster mode: MLflow over PostgreSQL, locked down by default.
 
     python -m ftsweep.ops.server                    # a local PostgreSQL cluster + MLflow on 127.0.0.1:5000
-    python -m ftsweep.ops.server --backend-store-uri postgresql://user:pw@db:5432/mlflow \\
-        --host 0.0.0.0 --allowed-hosts tracker.internal:5000
+    MLFLOW_AUTH_ADMIN_PASSWORD=... python -m ftsweep.ops.server --auth \\
+        --host 0.0.0.0 --allowed-hosts tracker.internal:5000,10.0.0.5:5000
 
-Trials on workers log to it with `tracking.uri=http://HOST:PORT`. What it runs is
+Trials on workers log to it with `tracking.uri=http://HOST:PORT` (credentials, with --auth, in
+MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD). What it runs is
 
-    mlflow server --backend-store-uri postgresql://... --artifacts-destination DIR \\
-        --host 127.0.0.1 --port 5000
+    mlflow server --artifacts-destination DIR --host 127.0.0.1 --port 5000 \\
+        --allowed-hosts 127.0.0.1:5000,localhost:5000,[::1]:5000 [--app-name basic-auth]
 
 with the backend URI passed in the environment (`MLFLOW_BACKEND_STORE_URI`), not on the command
 line, so its password is not shown to every user by `ps`, and never printed.
 
-Without a backend URI it starts a local PostgreSQL cluster first (`ftsweep.ops.postgres`).
+What it does about the network and other users:
 
-An MLflow server has no authentication of its own: keep it on loopback, or behind a firewall
-or an authenticating proxy, when `--host` opens it to a network.
+- **Host header**: `--allowed-hosts` is always passed, exact: the host:port it binds, the
+  localhost variants, and the names given with `--allowed-hosts` (MLflow's own default also
+  accepts any private address, `10.*` included, which lets DNS rebinding through).
+- **Authentication** (`--auth`): MLflow's basic-auth app. Its config (`basic_auth.ini`, 0600,
+  in `--auth-dir`) holds no password; the admin account is made on first start from
+  MLFLOW_AUTH_ADMIN_USERNAME (default `admin`) and MLFLOW_AUTH_ADMIN_PASSWORD in the
+  environment, never from the command line. Users and permissions live in
+  `--auth-dir`/basic_auth.db; new experiments are readable by every user (`READ`), writable by
+  their creator and whom an admin grants it. Binding beyond loopback without --auth warns.
+- **No root**: started as root, the MLflow server runs as an unprivileged user (`--run-as`,
+  default `postgres`, the owner of the local cluster), which then owns the artifacts and auth
+  folders; `--allow-root` keeps root, for a machine where no other user can run this Python.
+
+Without a backend URI it starts a local PostgreSQL cluster first (`ftsweep.ops.postgres`).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -35,6 +50,11 @@ from ftsweep.tracking.redact import redact_uri
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+WILDCARD = {"0.0.0.0", "", "::"}
+DEFAULT_SERVICE_USER = "postgres"
+AUTH_APP = "basic-auth"
+ADMIN_USERNAME_ENV = "MLFLOW_AUTH_ADMIN_USERNAME"
+ADMIN_PASSWORD_ENV = "MLFLOW_AUTH_ADMIN_PASSWORD"
 
 
 # --- the MLflow server -------------------------------------------------------------------------
@@ -75,6 +95,155 @@ def wait_until_ready(
     )
 
 
+def allowed_hosts_for(host: str, port: int, extra: str | None = None) -> str:
+    """The exact Host headers the server accepts: what it binds, the localhost variants, and
+    `extra` (comma-separated host:port names clients use, e.g. `tracker.internal:5000`)."""
+    names = ["127.0.0.1", "localhost", "[::1]"]
+    if host not in WILDCARD and host not in LOOPBACK:
+        names.append(f"[{host}]" if ":" in host else host)
+    hosts = [f"{name}:{port}" for name in names]
+    if port == 80:  # a client leaves the default port out of its Host header
+        hosts += names
+    hosts += [h.strip() for h in (extra or "").split(",") if h.strip()]
+    return ",".join(dict.fromkeys(hosts))
+
+
+def service_user(run_as: str | None = None, allow_root: bool = False):
+    """Who the MLflow server runs as: None (this process's user) unless this is root, then the
+    unprivileged `run_as` (default `postgres`) as a `pwd` entry; `allow_root` keeps root."""
+    if os.geteuid() != 0 or allow_root:
+        return None
+    import pwd
+
+    name = run_as or DEFAULT_SERVICE_USER
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        raise ServerError(
+            f"running as root, the MLflow server runs as an unprivileged user, and {name!r} does "
+            "not exist: create one (e.g. `useradd --system mlflow`) and pass --run-as mlflow, or "
+            "start it as a non-root user"
+        ) from None
+    if entry.pw_uid == 0:
+        raise ServerError(f"--run-as {name}: that is root; choose an unprivileged user")
+    return entry
+
+
+def _as_user(entry) -> dict:
+    """subprocess arguments that run a child as `entry` (its groups only)."""
+    if entry is None:
+        return {}
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+
+
+def _user_env(env: dict, entry) -> dict:
+    if entry is None:
+        return env
+    return env | {"HOME": entry.pw_dir, "USER": entry.pw_name, "LOGNAME": entry.pw_name}
+
+
+def _check_user_can_serve(entry, folders: list[Path]) -> None:
+    """The service user can run this Python with MLflow and write where the server writes."""
+    if entry is None:
+        return
+    probe = "import sys, os, mlflow; sys.exit(0 if all(os.access(p, os.W_OK | os.X_OK) for p in sys.argv[1:]) else 3)"
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", probe, *map(str, folders)],
+            capture_output=True,
+            text=True,
+            env=_user_env({"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, entry),
+            cwd="/",
+            **_as_user(entry),
+        )
+        code = result.returncode
+    except OSError:  # it cannot even start this Python
+        code = 1
+    if code == 3:
+        raise ServerError(
+            f"the MLflow server would run as {entry.pw_name}, who cannot write to "
+            f"{', '.join(map(str, folders))}: choose folders whose parents {entry.pw_name} may "
+            "enter (e.g. under /var/lib or /srv)"
+        )
+    if code != 0:
+        raise ServerError(
+            f"the MLflow server would run as {entry.pw_name} (root is dropped), who cannot run "
+            f"{sys.executable} with mlflow (a folder on the way is private?): install ftsweep where "
+            f"{entry.pw_name} can read it, pass --run-as USER for a user who can, or --allow-root"
+        )
+
+
+def _own_folder(path: Path, entry) -> Path:
+    """`path` created 0700 where missing (never through a link) and handed to the service user."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        st = os.fstat(fd)
+        if entry is not None:
+            if st.st_uid not in (0, entry.pw_uid):
+                raise ServerError(f"{path} belongs to uid {st.st_uid}: choose a folder of your own")
+            os.fchown(fd, entry.pw_uid, entry.pw_gid)
+        elif st.st_uid != os.geteuid():
+            raise ServerError(f"{path} belongs to uid {st.st_uid}, not you: choose your own folder")
+        if stat.S_IMODE(st.st_mode) & 0o022:
+            os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)
+    return path
+
+
+def _check_auth_ready(auth_dir: Path) -> None:
+    if not os.environ.get(ADMIN_PASSWORD_ENV) and not (Path(auth_dir) / "basic_auth.db").exists():
+        raise ServerError(
+            f"--auth needs the admin's password in {ADMIN_PASSWORD_ENV} (and optionally "
+            f"{ADMIN_USERNAME_ENV}, default admin) for the first start; it is never taken from "
+            "the command line"
+        )
+
+
+def prepare_basic_auth(auth_dir: Path, entry=None) -> dict[str, str]:
+    """MLflow's basic-auth app, configured in `auth_dir`: the environment the server needs.
+
+    The ini file holds no password: the admin account is created on the first start from
+    MLFLOW_AUTH_ADMIN_USERNAME / MLFLOW_AUTH_ADMIN_PASSWORD in this environment.
+    """
+    _check_auth_ready(auth_dir)
+    auth_dir = _own_folder(Path(auth_dir).resolve(), entry)
+    database = auth_dir / "basic_auth.db"
+    ini = auth_dir / "basic_auth.ini"
+    text = (
+        "[mlflow]\n"
+        "# Written by ftsweep.ops.server. No password here: see MLFLOW_AUTH_ADMIN_PASSWORD.\n"
+        "default_permission = READ\n"
+        f"database_uri = sqlite:///{database}\n"
+        "admin_username = admin\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    fd = os.open(ini, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        if entry is not None:
+            os.fchown(fd, entry.pw_uid, entry.pw_gid)
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+    return {
+        "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+        # Signs the UI's sessions and CSRF tokens; shared by the server's workers.
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": os.environ.get("MLFLOW_FLASK_SERVER_SECRET_KEY")
+        or secrets.token_urlsafe(32),
+    }
+
+
+def _open_log(log_file: Path) -> int:
+    """The server's log, appended to; never through a link, private to its owner."""
+    fd = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    if os.fstat(fd).st_uid != os.geteuid():
+        os.close(fd)
+        raise ServerError(f"{log_file} belongs to someone else: choose another log file")
+    return fd
+
+
 def start_tracking_server(
     backend_store_uri: str,
     artifacts_dir: Path,
@@ -84,14 +253,21 @@ def start_tracking_server(
     allowed_hosts: str | None = None,
     log_file: Path | None = None,
     timeout_s: float = 120,
+    auth_dir: Path | None = None,
+    run_as: str | None = None,
+    allow_root: bool = False,
 ) -> subprocess.Popen:
     """Start `mlflow server` in its own process group and wait until it answers.
 
-    Binds to loopback unless `host` says otherwise. The backend URI travels in the
-    environment, not in argv. Stop it with `stop_tracking_server`.
+    Binds to loopback unless `host` says otherwise and accepts only the Host headers of
+    `allowed_hosts_for`. With `auth_dir`, MLflow's basic-auth app guards it
+    (`prepare_basic_auth`). Under root it runs as `service_user`. The backend URI travels in
+    the environment, not in argv. Stop it with `stop_tracking_server`.
     """
-    artifacts_dir = Path(artifacts_dir).resolve()
-    artifacts_dir.mkdir(parents=True, exist_ok=True)
+    entry = service_user(run_as, allow_root)
+    if auth_dir is not None:
+        _check_auth_ready(auth_dir)
+    artifacts_dir = _own_folder(Path(artifacts_dir).resolve(), entry)
     cmd = [
         *_mlflow_command(),
         "server",
@@ -101,27 +277,33 @@ def start_tracking_server(
         host,
         "--port",
         str(port),
+        "--allowed-hosts",
+        allowed_hosts_for(host, port, allowed_hosts),
     ]
     if workers:
         cmd += ["--workers", str(workers)]
-    if allowed_hosts:
-        cmd += ["--allowed-hosts", allowed_hosts]
     env = os.environ | {"MLFLOW_BACKEND_STORE_URI": backend_store_uri}
+    if auth_dir is not None:
+        env |= prepare_basic_auth(auth_dir, entry)
+        cmd += ["--app-name", AUTH_APP]
     # MLflow's background job runners (GenAI scorers, six processes) serve nothing a sweep uses.
     env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    _check_user_can_serve(entry, [artifacts_dir] + ([Path(auth_dir).resolve()] if auth_dir else []))
     # Its output goes to log_file, or to this process's own output when there is none.
-    out = open(log_file, "ab") if log_file else None  # noqa: SIM115
+    out = _open_log(Path(log_file)) if log_file else None
     try:
         process = subprocess.Popen(
             cmd,
-            env=env,
+            env=_user_env(env, entry),
             stdout=out,
-            stderr=subprocess.STDOUT if out else None,
+            stderr=subprocess.STDOUT if out is not None else None,
             start_new_session=True,
+            cwd=str(artifacts_dir) if entry is not None else None,
+            **_as_user(entry),
         )
     finally:
-        if out:
-            out.close()
+        if out is not None:
+            os.close(out)
     try:
         where = f" (log: {log_file})" if log_file else ""
         wait_until_ready(server_url(host, port), timeout_s, process, where)
@@ -158,8 +340,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--host",
         default=DEFAULT_HOST,
-        help="address to bind (default 127.0.0.1; 0.0.0.0 opens it to the network: MLflow has "
-        "no authentication, so use a firewall or an authenticating proxy)",
+        help="address to bind (default 127.0.0.1; 0.0.0.0 opens it to the network: use --auth, "
+        "and list the names clients use in --allowed-hosts)",
     )
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument("--artifacts", type=Path, default=Path("results/mlartifacts"))
@@ -172,7 +354,27 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--pg-port", type=int, default=DEFAULT_PG_PORT)
     parser.add_argument("--workers", type=int, default=None, help="server worker processes")
     parser.add_argument(
-        "--allowed-hosts", default=None, help="Host headers to accept when --host is not loopback"
+        "--allowed-hosts",
+        default=None,
+        help="further Host headers to accept, exact host:port, comma-separated (the bound "
+        "address and localhost are always accepted; nothing else is)",
+    )
+    parser.add_argument(
+        "--auth",
+        action="store_true",
+        help="MLflow's basic-auth app: the admin from MLFLOW_AUTH_ADMIN_USERNAME / "
+        "MLFLOW_AUTH_ADMIN_PASSWORD in the environment, users and permissions in --auth-dir",
+    )
+    parser.add_argument("--auth-dir", type=Path, default=Path("results/mlflow-auth"))
+    parser.add_argument(
+        "--run-as",
+        default=None,
+        help=f"under root: the unprivileged user the MLflow server runs as (default {DEFAULT_SERVICE_USER})",
+    )
+    parser.add_argument(
+        "--allow-root",
+        action="store_true",
+        help="under root: keep the MLflow server running as root (not recommended)",
     )
     return parser
 
@@ -190,12 +392,14 @@ def main(argv: list[str] | None = None) -> int:
         else:
             postgres = LocalPostgres(args.state_dir, port=args.pg_port).start()
             backend = postgres.uri
-        if args.host not in LOOPBACK:
+        if args.host not in LOOPBACK and not args.auth:
             print(
-                f"warning: binding to {args.host}: the MLflow server has no authentication; "
-                "keep it behind a firewall or an authenticating proxy",
+                f"warning: binding to {args.host} without --auth: anyone who reaches it can read "
+                "and write every run; use --auth, or a firewall and an authenticating proxy",
                 file=sys.stderr,
             )
+        if os.geteuid() == 0 and args.allow_root:
+            print("warning: --allow-root: the MLflow server runs as root", file=sys.stderr)
         process = start_tracking_server(
             backend,
             args.artifacts,
@@ -203,6 +407,9 @@ def main(argv: list[str] | None = None) -> int:
             port=args.port,
             workers=args.workers,
             allowed_hosts=args.allowed_hosts,
+            auth_dir=args.auth_dir if args.auth else None,
+            run_as=args.run_as,
+            allow_root=args.allow_root,
         )
     except ServerError as exc:
         print(f"ftsweep.server: {exc}", file=sys.stderr)
@@ -213,7 +420,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"MLflow tracking server on {url}")
     print(f"  backend store: {redact_uri(backend)}")
     print(f"  artifacts: {Path(args.artifacts).resolve()}")
+    print(f"  accepts Host: {allowed_hosts_for(args.host, args.port, args.allowed_hosts)}")
     print(f"  trials log to it with: tracking.uri={url}")
+    if args.auth:
+        print("  authentication: on (MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD)")
     print("Ctrl-C stops it" + (" and its PostgreSQL" if postgres else ""))
     signal.signal(signal.SIGTERM, _interrupt)
     try:

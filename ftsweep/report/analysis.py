@@ -1,6 +1,7 @@
-"""What a sweep's runs show, computed once (`analyse` -> `Analysis`): the recommendation and
-the costs (from `recommendation` and `costs`), each knob's effect, LoRA-type quality as a
-percentage of full fine-tuning, and lift over the base model."""
+"""What a sweep's runs show, computed once per group of runs on the same inputs (`analyse`,
+`analyse_all` -> `Analysis`): the recommendation and the costs (from `recommendation` and
+`costs`), each knob's effect, LoRA-type quality as a percentage of full fine-tuning, and lift
+over the base model, every quality with its 95% interval (`evidence`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import datetime as dt
 import math
 import statistics
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from ftsweep.config import ConfigError, HardwareConfig
 from ftsweep.config.sources import group_options
@@ -20,15 +22,17 @@ from ftsweep.report.costs import (
     price_warnings,
     projected_costs,
 )
+from ftsweep.report.evidence import Comparison, ConfigGroup, Estimate, Evidence, group_by_config
+from ftsweep.report.inputs import InputsGroup, split_by_inputs
 from ftsweep.report.methods import by_method, is_full, report_order
 from ftsweep.report.recommendation import (
-    ConfigGroup,
     Recommendation,
-    group_by_config,
     pareto_front,
+    quality_varies,
     recommend,
 )
 from ftsweep.report.runs import RunRow, load_rows
+from ftsweep.report.scores import ScoreSource
 from ftsweep.trial.baseline import BASELINE_METHOD
 
 # --- knobs -----------------------------------------------------------------------------------
@@ -36,23 +40,34 @@ from ftsweep.trial.baseline import BASELINE_METHOD
 
 @dataclass
 class Effect:
-    """Mean quality per value of one knob, per method."""
+    """One knob value of one method: the configurations tried at it, and the best of them
+    (its other knobs, learning rate included, at their best) with its quality and interval."""
 
     method: str
     value: float | str
-    rows: list[RunRow]
+    groups: list[ConfigGroup]
+    best: ConfigGroup
+    estimate: Estimate
+
+    @property
+    def rows(self) -> list[RunRow]:
+        return [r for g in self.groups for r in g.rows]
 
     @property
     def quality(self) -> float:
-        return statistics.fmean(r.quality for r in self.rows)
+        return self.estimate.value
 
     @property
     def low(self) -> float:
-        return min(r.quality for r in self.rows)
+        return self.estimate.low if self.estimate.interval else self.quality
 
     @property
     def high(self) -> float:
-        return max(r.quality for r in self.rows)
+        return self.estimate.high if self.estimate.interval else self.quality
+
+    @property
+    def learning_rates(self) -> list[float]:
+        return sorted({g.first.learning_rate for g in self.groups if g.first.learning_rate})
 
 
 KNOBS: dict[str, Callable[[RunRow], float | str | None]] = {
@@ -64,15 +79,21 @@ KNOBS: dict[str, Callable[[RunRow], float | str | None]] = {
 
 
 def knob_effects(
-    rows: Iterable[RunRow], knob: Callable[[RunRow], float | str | None]
+    groups: Iterable[ConfigGroup],
+    knob: Callable[[RunRow], float | str | None],
+    evidence: Evidence,
 ) -> list[Effect]:
-    cells: dict[tuple, list[RunRow]] = {}
-    for row in rows:
-        value = knob(row)
+    cells: dict[tuple, list[ConfigGroup]] = {}
+    for group in groups:
+        value = knob(group.first)
         if value is not None:
-            cells.setdefault((row.method, value), []).append(row)
+            cells.setdefault((group.method, value), []).append(group)
     ordered = sorted(cells.items(), key=lambda kv: (report_order(kv[0][0]), kv[0][1]))
-    return [Effect(m, v, rs) for (m, v), rs in ordered]
+    out = []
+    for (method, value), gs in ordered:
+        best = max(gs, key=lambda g: evidence.quality(g).value)
+        out.append(Effect(method, value, gs, best, evidence.quality(best)))
+    return out
 
 
 def best_effect_per_method(effects: list[Effect]) -> dict[str, Effect]:
@@ -92,10 +113,19 @@ def distinct_values(effects: list[Effect]) -> int:
 
 @dataclass
 class PercentOfFull:
+    """A LoRA-type configuration's quality as % of the best full configuration's, with the
+    95% interval of that ratio (NaN ends when unknown)."""
+
     group: ConfigGroup
     mean: float
     low: float
     high: float
+    comparison: Comparison | None = None
+
+
+def best_full_group(groups: Iterable[ConfigGroup], evidence: Evidence) -> ConfigGroup | None:
+    full = [g for g in groups if is_full(g.method)]
+    return max(full, key=lambda g: evidence.quality(g).value) if full else None
 
 
 def best_full_run(rows: Iterable[RunRow]) -> RunRow | None:
@@ -103,17 +133,23 @@ def best_full_run(rows: Iterable[RunRow]) -> RunRow | None:
     return max(full, key=lambda r: r.quality) if full else None
 
 
-def percent_of_full(rows: list[RunRow]) -> list[PercentOfFull] | None:
-    """Each LoRA-type configuration's quality as % of the best full run; None without a baseline."""
-    baseline = best_full_run(rows)
-    if baseline is None or baseline.quality <= 0:
+def percent_of_full(
+    rows: list[RunRow], evidence: Evidence | None = None
+) -> list[PercentOfFull] | None:
+    """Each LoRA-type configuration's quality as % of the best full configuration; None without
+    a full configuration scoring above 0."""
+    evidence = evidence or Evidence()
+    groups = group_by_config(r for r in rows if r.usable and r.method != BASELINE_METHOD)
+    baseline = best_full_group(groups, evidence)
+    if baseline is None or not evidence.quality(baseline).value > 0:
         return None
-    groups = group_by_config(r for r in rows if r.usable and r.is_adapter)
-    scale = 100.0 / baseline.quality
-    out = [
-        PercentOfFull(g, g.quality * scale, min(g.qualities) * scale, max(g.qualities) * scale)
-        for g in groups
-    ]
+    out = []
+    for g in groups:
+        if not g.first.is_adapter:
+            continue
+        c = evidence.ratio(g, baseline)
+        low, high = (c.low * 100, c.high * 100) if c.known else (math.nan, math.nan)
+        out.append(PercentOfFull(g, c.value * 100, low, high, c))
     return sorted(out, key=lambda p: (report_order(p.group.method), -p.mean))
 
 
@@ -127,28 +163,41 @@ def best_percent_per_method(percents: list[PercentOfFull] | None) -> dict[str, P
 
 @dataclass(frozen=True)
 class Lift:
-    """A method's quality over the untrained base model's, and what it forgot meanwhile."""
+    """A method's best configuration against the untrained base model, and what its runs forgot."""
 
     method: str
     runs: int
-    best_quality: float
+    best_quality: float  # the best configuration's quality estimate
     lift: float  # best quality - base quality
     mean_forgetting: float  # nats on general text; positive = worse than the base
+    comparison: Comparison | None = None  # best configuration - base model, with its interval
+    best: ConfigGroup | None = None
 
 
-def lift_over_base(usable: list[RunRow], baseline: RunRow | None) -> list[Lift]:
+def lift_over_base(
+    usable: list[RunRow], baseline: RunRow | None, evidence: Evidence | None = None
+) -> list[Lift]:
     if baseline is None or not math.isfinite(baseline.quality):
         return []
-    return [
-        Lift(
-            method=method,
-            runs=len(runs),
-            best_quality=max(r.quality for r in runs),
-            lift=max(r.quality for r in runs) - baseline.quality,
-            mean_forgetting=_mean_finite(r.metrics.get("forgetting", math.nan) for r in runs),
+    evidence = evidence or Evidence()
+    base = ConfigGroup([baseline])
+    out = []
+    for method, runs in by_method(usable).items():
+        groups = group_by_config(runs)
+        best = max(groups, key=lambda g: evidence.quality(g).value)
+        comparison = evidence.difference(best, base)
+        out.append(
+            Lift(
+                method=method,
+                runs=len(runs),
+                best_quality=evidence.quality(best).value,
+                lift=comparison.value,
+                mean_forgetting=_mean_finite(r.metrics.get("forgetting", math.nan) for r in runs),
+                comparison=comparison,
+                best=best,
+            )
         )
-        for method, runs in by_method(usable).items()
-    ]
+    return out
 
 
 def _mean_finite(values: Iterable[float]) -> float:
@@ -161,7 +210,7 @@ def _mean_finite(values: Iterable[float]) -> float:
 
 @dataclass
 class Analysis:
-    """Everything the sections are written from, computed once."""
+    """Everything the sections are written from, computed once, for runs on one set of inputs."""
 
     experiment: str
     tracking_uri: str
@@ -179,8 +228,32 @@ class Analysis:
     projection_notes: list[str]
     price_warnings: list[str]
     today: dt.date
-    effects: dict[str, list[Effect]]  # knob name -> quality per value, per method
-    baseline: RunRow | None = None  # the untrained base model on the same task
+    effects: dict[str, list[Effect]]  # knob name -> the best configuration per value, per method
+    baseline: RunRow | None = None  # the untrained base model on the same inputs
+    evidence: Evidence = field(default_factory=Evidence)
+    inputs: InputsGroup | None = None  # the inputs these runs share
+    inputs_groups: int = 1  # how many sets of inputs the sweep's runs were on
+
+    def estimate(self, group: ConfigGroup) -> Estimate:
+        return self.evidence.quality(group)
+
+    def group_of(self, row: RunRow) -> ConfigGroup:
+        return next(g for g in self.groups if row.run_id in g.ids)
+
+    @property
+    def flat(self) -> bool:
+        """Every run scored the same quality: nothing can be ranked on quality."""
+        return len(self.usable) > 1 and not quality_varies(self.usable)
+
+    def without_scores(self) -> list[tuple[RunRow, str]]:
+        """Usable runs (and the base model's) that have no per-example scores, with why."""
+        rows = [*self.usable, *([self.baseline] if self.baseline else [])]
+        out = []
+        for row in rows:
+            why = self.evidence.why_no_scores(row)
+            if why:
+                out.append((row, why))
+        return out
 
 
 def load_target(target_gpu: str | None) -> HardwareConfig | None:
@@ -193,28 +266,36 @@ def load_target(target_gpu: str | None) -> HardwareConfig | None:
     return load_hardware(target_gpu)
 
 
-def analyse(
-    tracking_uri: str, experiment: str, target_gpu: str | None = None, today: dt.date | None = None
+def analyse_rows(
+    all_rows: list[RunRow],
+    *,
+    experiment: str,
+    tracking_uri: str,
+    target: HardwareConfig | None,
+    today: dt.date,
+    evidence: Evidence | None = None,
+    inputs: InputsGroup | None = None,
+    inputs_groups: int = 1,
 ) -> Analysis:
-    today = today or dt.date.today()
-    rows = load_rows(tracking_uri, experiment)
+    """The analysis of runs that share their inputs (the base model's run among them)."""
+    evidence = evidence or Evidence()
     # The base model's run is the bar runs are measured against, not a candidate itself.
-    baselines = [r for r in rows if r.method == BASELINE_METHOD and r.usable]
-    rows = [r for r in rows if r.method != BASELINE_METHOD]
-    target = load_target(target_gpu)
+    baselines = [r for r in all_rows if r.method == BASELINE_METHOD and r.usable]
+    rows = [r for r in all_rows if r.method != BASELINE_METHOD]
     usable = [r for r in rows if r.usable]
     hardware = hardware_named(r.params.get("hardware", "") for r in usable)
     projected, notes = projected_costs(rows, target, hardware) if target else ([], [])
+    groups = group_by_config(usable)
     return Analysis(
         experiment=experiment,
         tracking_uri=tracking_uri,
         rows=rows,
         usable=usable,
         left_out=[r for r in rows if not r.usable],
-        groups=group_by_config(usable),
-        recommendation=recommend(rows),
+        groups=groups,
+        recommendation=recommend(all_rows, target=target, evidence=evidence, hardware=hardware),
         front=pareto_front(usable),
-        percents=percent_of_full(rows),
+        percents=percent_of_full(rows, evidence),
         hardware=hardware,
         costs=measured_costs(rows, hardware),
         target=target,
@@ -222,6 +303,86 @@ def analyse(
         projection_notes=notes,
         price_warnings=price_warnings([*hardware.values(), *([target] if target else [])], today),
         today=today,
-        effects={name: knob_effects(usable, knob) for name, knob in KNOBS.items()},
+        effects={name: knob_effects(groups, knob, evidence) for name, knob in KNOBS.items()},
         baseline=baselines[-1] if baselines else None,
+        evidence=evidence,
+        inputs=inputs,
+        inputs_groups=inputs_groups,
+    )
+
+
+def analyse_all(
+    tracking_uri: str,
+    experiment: str,
+    target_gpu: str | None = None,
+    today: dt.date | None = None,
+    cache_dir: Path | None = None,
+) -> list[Analysis]:
+    """One analysis per set of inputs the sweep's runs were trained and scored on."""
+    today = today or dt.date.today()
+    rows = load_rows(tracking_uri, experiment)
+    target = load_target(target_gpu)
+    evidence = Evidence(ScoreSource(cache_dir))
+    groups = split_by_inputs(rows)
+    return [
+        analyse_rows(
+            g.rows,
+            experiment=experiment,
+            tracking_uri=tracking_uri,
+            target=target,
+            today=today,
+            evidence=evidence,
+            inputs=g,
+            inputs_groups=len(groups),
+        )
+        for g in groups
+    ]
+
+
+def pick_inputs(groups: list[InputsGroup], wanted: str, experiment: str) -> InputsGroup:
+    """The group whose id is `wanted` or starts with it; a ConfigError naming the ids otherwise."""
+    matches = [g for g in groups if g.id == wanted] or [
+        g for g in groups if len(wanted) >= 4 and g.id.startswith(wanted)
+    ]
+    if len(matches) != 1:
+        why = "matches several" if matches else "matches none"
+        have = ", ".join(g.id for g in groups)
+        raise ConfigError(
+            f"inputs={wanted} {why} of the inputs sweep {experiment!r} ran on (inputs: {have})"
+        )
+    return matches[0]
+
+
+def analyse(
+    tracking_uri: str,
+    experiment: str,
+    target_gpu: str | None = None,
+    today: dt.date | None = None,
+    inputs: str | None = None,
+    cache_dir: Path | None = None,
+) -> Analysis:
+    """The analysis of the sweep's runs on one set of inputs: the only one, or `inputs` (an id
+    or a unique prefix of one). A ConfigError when the runs are on several and none is named."""
+    today = today or dt.date.today()
+    rows = load_rows(tracking_uri, experiment)
+    groups = split_by_inputs(rows)
+    if inputs is not None:
+        chosen = pick_inputs(groups, inputs, experiment)
+    elif len(groups) == 1:
+        chosen = groups[0]
+    else:
+        have = ", ".join(f"{g.id} ({len(g.rows)} runs)" for g in groups)
+        raise ConfigError(
+            f"sweep {experiment!r} has runs on {len(groups)} different inputs, which are never "
+            f"compared: name one with inputs=ID ({have})"
+        )
+    return analyse_rows(
+        chosen.rows,
+        experiment=experiment,
+        tracking_uri=tracking_uri,
+        target=load_target(target_gpu),
+        today=today,
+        evidence=Evidence(ScoreSource(cache_dir)),
+        inputs=chosen,
+        inputs_groups=len(groups),
     )

@@ -20,6 +20,7 @@ from ftsweep.report.methods import by_method, is_full
 from ftsweep.report.runs import RunRow
 
 PRICE_MAX_AGE_DAYS = 90
+DEFAULT_TARGET_GPU = "a100-80gb"  # what `ftsweep report` projects to unless target= says otherwise
 
 
 # --- hardware and its prices -----------------------------------------------------------------
@@ -63,6 +64,29 @@ def projected_seconds(measured_s: float, measured_tflops: float, target_tflops: 
     # The same work at another speed: time x (measured device's TFLOP/s / target's TFLOP/s).
     # Optimistic for small models, whose steps rarely reach a big GPU's usual share of peak.
     return measured_s * measured_tflops / target_tflops
+
+
+def run_cost_on(
+    row: RunRow, target: HardwareConfig | None, hardware: dict[str, HardwareConfig]
+) -> float:
+    """A run's cost on the target hardware: measured when it ran there (or no target is
+    given), else its wall time projected to the target; NaN when it cannot be projected."""
+    name = row.params.get("hardware", "")
+    if target is None or name == target.name:
+        return row.cost_usd
+    measured = hardware.get(name)
+    if measured is None or not math.isfinite(row.wall_time_s):
+        return math.nan
+    seconds = projected_seconds(row.wall_time_s, effective_tflops(measured), effective_tflops(target))
+    return run_cost_usd(seconds, target)
+
+
+def group_cost_usd(
+    rows: Iterable[RunRow], target: HardwareConfig | None, hardware: dict[str, HardwareConfig]
+) -> float:
+    """The mean cost per run of a configuration's runs on the target hardware."""
+    costs = [run_cost_on(r, target, hardware) for r in rows]
+    return statistics.fmean(costs) if costs else math.nan
 
 
 # --- the guide's cost table ------------------------------------------------------------------

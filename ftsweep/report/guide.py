@@ -33,13 +33,24 @@ GUIDE = {
 GUIDE_PERCENT_OF_FULL = (95.0, 99.0)  # "LoRA reaches 95-99% of full fine-tuning quality"
 GUIDE_EPD_GAIN = (5.0, 20.0)  # "LoRA enables 5-20x more experiments for the same budget"
 GUIDE_LR_RATIO = 10.0  # full 5e-6..1e-5 against LoRA 1e-4..3e-4
+# "About 10x": within half an order of magnitude of it.
+GUIDE_LR_RATIO_RANGE = (GUIDE_LR_RATIO / 10**0.5, GUIDE_LR_RATIO * 10**0.5)
+GUIDE_STORAGE_RATIO = (70.0, 280.0)  # 14 GB against 50-200 MB
+# "Captures", "a good start": not below the best by more than this share of its quality, the
+# guide's own bar for comparable quality (LoRA at 95% of full fine-tuning).
+GUIDE_COMPARABLE_SHARE = 0.05
 
 
-def percent_verdict(percent: float) -> str:
-    """Where a share of full fine-tuning's quality falls against the guide's 95-99%."""
+def percent_verdict(low_percent: float, high_percent: float) -> str:
+    """Where the 95% interval of a share of full fine-tuning's quality falls against the
+    guide's 95-99%: both ends are checked."""
     low, high = GUIDE_PERCENT_OF_FULL
-    if percent > high:
+    if not (low_percent == low_percent and high_percent == high_percent):  # NaN: unknown
+        return "interval unknown"
+    if high_percent < low:
+        return "below the guide's 95-99%"
+    if low_percent > high:
         return "above the guide's 95-99%"
-    if percent >= low:
+    if low <= low_percent and high_percent <= high:
         return "inside the guide's 95-99%"
-    return "below the guide's 95-99%"
+    return "interval reaches outside the guide's 95-99%: undecided"

@@ -1,72 +1,50 @@
-"""Which configuration to use: runs grouped by configuration (one per seed), the Pareto front
-of quality against cost, the tolerance that calls two qualities equal, and the cheapest
-configuration within it of the best (`recommend`)."""
+"""Which configuration to use (`recommend`), and the Pareto front of quality against cost.
+
+The recommendation is the cheapest configuration whose quality is not significantly below the
+best one's (`ftsweep.report.evidence`: the paired 95% interval of best minus it includes 0, or
+the seeds' spread covers the difference), among those that beat the untrained base model beyond
+noise. When none beats the base model, nothing is recommended.
+
+Costs break ties, on the target hardware where one is given (measured there, else the report's
+projection to it, `ftsweep.report.costs`), and only where they differ by more than the
+run-to-run spread of wall time between seed repeats (10% where nothing was repeated): inside
+that spread, the tied configuration with the highest quality estimate is chosen.
+"""
 
 from __future__ import annotations
 
 import math
 import statistics
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from ftsweep.config import HardwareConfig
+from ftsweep.report.costs import group_cost_usd, hardware_named
+from ftsweep.report.evidence import (
+    Comparison,
+    ConfigGroup,
+    Estimate,
+    Evidence,
+    group_by_config,
+)
 from ftsweep.report.runs import RunRow
+from ftsweep.trial.baseline import BASELINE_METHOD
 
-# Two runs this close in quality are called equal unless the seeds spread wider.
-MIN_TOLERANCE = 0.02
+__all__ = [
+    "ASSUMED_WALL_TIME_SPREAD",
+    "ConfigGroup",
+    "Recommendation",
+    "WallTimeNoise",
+    "group_by_config",
+    "pareto_front",
+    "quality_varies",
+    "recommend",
+    "seed_spread",
+    "wall_time_noise",
+]
 
-
-@dataclass
-class ConfigGroup:
-    """The runs of one configuration, one per seed."""
-
-    rows: list[RunRow]
-
-    @property
-    def first(self) -> RunRow:
-        return self.rows[0]
-
-    @property
-    def key(self) -> tuple:
-        return self.first.config_key
-
-    @property
-    def method(self) -> str:
-        return self.first.method
-
-    @property
-    def knobs(self) -> str:
-        return self.first.knobs
-
-    @property
-    def n(self) -> int:
-        return len(self.rows)
-
-    @property
-    def qualities(self) -> list[float]:
-        return [r.quality for r in self.rows]
-
-    @property
-    def quality(self) -> float:
-        return statistics.fmean(self.qualities)
-
-    @property
-    def spread(self) -> float:
-        return max(self.qualities) - min(self.qualities)
-
-    @property
-    def cost_usd(self) -> float:
-        return statistics.fmean(r.cost_usd for r in self.rows)
-
-    @property
-    def best_run(self) -> RunRow:
-        return max(self.rows, key=lambda r: (r.quality, -r.cost_usd))
-
-
-def group_by_config(rows: Iterable[RunRow]) -> list[ConfigGroup]:
-    groups: dict[tuple, list[RunRow]] = {}
-    for row in rows:
-        groups.setdefault(row.config_key, []).append(row)
-    return [ConfigGroup(g) for g in groups.values()]
+# The run-to-run spread of wall time assumed where no configuration was repeated with seeds.
+ASSUMED_WALL_TIME_SPREAD = 0.10
 
 
 def pareto_front(rows: Iterable[RunRow]) -> list[RunRow]:
@@ -91,29 +69,167 @@ def seed_spread(groups: Iterable[ConfigGroup]) -> float | None:
     return max(spreads) if spreads else None
 
 
-def quality_tolerance(groups: Iterable[ConfigGroup]) -> float:
-    return max(MIN_TOLERANCE, seed_spread(groups) or 0.0)
+@dataclass(frozen=True)
+class WallTimeNoise:
+    """How much wall time moves between runs that differ only in their seed, as a share."""
+
+    share: float
+    repeated: int  # configurations with seed repeats it was measured on (0: assumed)
+
+    @property
+    def measured(self) -> bool:
+        return self.repeated > 0
+
+    def text(self) -> str:
+        if self.measured:
+            return (
+                f"{self.share:.0%}, the widest run-to-run spread of wall time between seed repeats "
+                f"({self.repeated} configuration{'s' * (self.repeated > 1)} repeated)"
+            )
+        return (
+            f"{self.share:.0%}, assumed: no configuration was repeated with another seed, so the "
+            "run-to-run spread of wall time was not measured"
+        )
+
+
+def wall_time_noise(groups: Iterable[ConfigGroup]) -> WallTimeNoise:
+    spreads = []
+    for g in groups:
+        walls = [r.wall_time_s for r in g.rows if math.isfinite(r.wall_time_s)]
+        if len(walls) > 1 and statistics.fmean(walls) > 0:
+            spreads.append((max(walls) - min(walls)) / statistics.fmean(walls))
+    if not spreads:
+        return WallTimeNoise(ASSUMED_WALL_TIME_SPREAD, 0)
+    return WallTimeNoise(max(spreads), len(spreads))
 
 
 @dataclass
 class Recommendation:
-    group: ConfigGroup
-    best: ConfigGroup  # highest mean quality in the sweep
-    tolerance: float
-    contenders: list[ConfigGroup]  # every configuration within tolerance of the best
+    """What the sweep says to use, with the comparisons behind it. `group` is None when no
+    configuration beat the base model beyond noise (`why_none` says so)."""
+
+    group: ConfigGroup | None
+    best: ConfigGroup  # the highest quality estimate among the candidates
+    contenders: list[ConfigGroup]  # not significantly below the best, cheapest first
+    estimates: dict[tuple, Estimate]  # by group ids
+    versus_best: dict[tuple, Comparison]  # best - group, by group ids (not the best itself)
+    lifts: dict[tuple, Comparison]  # group - base model, by group ids (empty without one)
+    costs: dict[tuple, float]  # the tie-break cost per run, by group ids
+    cost_basis: str  # "measured on cpu", "projected to a100-80gb", ...
+    noise: WallTimeNoise
+    baseline: RunRow | None
+    tie_break: str  # how the choice among contenders was made, in a sentence
+    why_none: str | None = None
+    groups: list[ConfigGroup] = field(default_factory=list)
 
     @property
-    def run(self) -> RunRow:
-        return self.group.best_run
+    def run(self) -> RunRow | None:
+        """The run to use: the chosen configuration's best seed."""
+        return self.group.best_run if self.group else None
+
+    def estimate(self, group: ConfigGroup) -> Estimate:
+        return self.estimates[group.ids]
 
 
-def recommend(rows: Iterable[RunRow]) -> Recommendation | None:
-    """The cheapest configuration whose mean quality is within tolerance of the best one."""
-    groups = group_by_config(r for r in rows if r.usable)
+def _cost_basis(groups: list[ConfigGroup], target: HardwareConfig | None) -> str:
+    names = sorted({r.params.get("hardware", "?") for g in groups for r in g.rows})
+    if target is None:
+        return f"measured on {', '.join(names)}"
+    if names == [target.name]:
+        return f"measured on {target.name}, the target"
+    return f"on {target.name}: projected from {', '.join(names)} (measured where a run ran on it)"
+
+
+def recommend(
+    rows: Iterable[RunRow],
+    *,
+    target: HardwareConfig | None = None,
+    evidence: Evidence | None = None,
+    hardware: dict[str, HardwareConfig] | None = None,
+) -> Recommendation | None:
+    """The recommendation from one inputs group's runs (the base model's run among them, if
+    measured); None when no run finished with a quality and a cost."""
+    rows = list(rows)
+    evidence = evidence or Evidence()
+    baselines = [r for r in rows if r.method == BASELINE_METHOD and r.usable]
+    baseline = baselines[-1] if baselines else None
+    groups = group_by_config(r for r in rows if r.usable and r.method != BASELINE_METHOD)
     if not groups:
         return None
-    tolerance = quality_tolerance(groups)
-    best = max(groups, key=lambda g: (g.quality, -g.cost_usd))
-    contenders = [g for g in groups if g.quality >= best.quality - tolerance - 1e-12]
-    choice = min(contenders, key=lambda g: (g.cost_usd, -g.quality))
-    return Recommendation(choice, best, tolerance, sorted(contenders, key=lambda g: g.cost_usd))
+    if hardware is None:
+        hardware = hardware_named(r.params.get("hardware", "") for g in groups for r in g.rows)
+    estimates = {g.ids: evidence.quality(g) for g in groups}
+    costs = {g.ids: group_cost_usd(g.rows, target, hardware) for g in groups}
+    noise = wall_time_noise(groups)
+    basis = _cost_basis(groups, target)
+
+    lifts: dict[tuple, Comparison] = {}
+    candidates = groups
+    why_none = None
+    if baseline is not None:
+        base = ConfigGroup([baseline])
+        lifts = {g.ids: evidence.difference(g, base) for g in groups}
+        candidates = [g for g in groups if lifts[g.ids].positive]
+        if not candidates:
+            why_none = (
+                "no configuration beats the untrained base model beyond noise "
+                "(the 95% interval of each one's quality minus the base model's includes 0 or is below it)"
+            )
+
+    def rank(g: ConfigGroup) -> tuple:
+        return (estimates[g.ids].value, -costs[g.ids])
+
+    pool = candidates or groups
+    best = max(pool, key=rank)
+    versus_best = {g.ids: evidence.difference(best, g) for g in groups if g is not best}
+    contenders = [g for g in pool if g is best or versus_best[g.ids].tie]
+    contenders.sort(key=lambda g: costs[g.ids])
+    common = dict(
+        best=best,
+        contenders=contenders,
+        estimates=estimates,
+        versus_best=versus_best,
+        lifts=lifts,
+        costs=costs,
+        cost_basis=basis,
+        noise=noise,
+        baseline=baseline,
+        groups=groups,
+    )
+    if why_none:
+        return Recommendation(group=None, tie_break="", why_none=why_none, **common)
+    choice, tie_break = _break_tie(contenders, costs, estimates, noise)
+    return Recommendation(group=choice, tie_break=tie_break, **common)
+
+
+def _break_tie(
+    contenders: list[ConfigGroup],
+    costs: dict[tuple, float],
+    estimates: dict[tuple, Estimate],
+    noise: WallTimeNoise,
+) -> tuple[ConfigGroup, str]:
+    if len(contenders) == 1:
+        return contenders[0], "every other configuration is significantly below it"
+    cheapest = costs[contenders[0].ids]
+
+    def within_noise(g: ConfigGroup) -> bool:
+        cost = costs[g.ids]
+        if not (math.isfinite(cost) and math.isfinite(cheapest)):
+            return False
+        return cost <= 0 or (cost - cheapest) / cost <= noise.share + 1e-12
+
+    tied = [g for g in contenders if within_noise(g)]
+    choice = max(tied, key=lambda g: (estimates[g.ids].value, -costs[g.ids]))
+    others = len(contenders) - 1
+    if len(tied) == 1:
+        runner_up = contenders[1]
+        extra = costs[runner_up.ids] / cheapest - 1 if cheapest > 0 else math.inf
+        return choice, (
+            f"the cheapest of the {others + 1} configurations not significantly below the best: "
+            f"the next cheapest costs {extra:.0%} more, beyond the wall-time spread of {noise.share:.0%}"
+        )
+    return choice, (
+        f"{len(tied)} of the {others + 1} configurations not significantly below the best cost "
+        f"within the wall-time spread of {noise.share:.0%} of the cheapest, so cost cannot tell them "
+        "apart: the one with the highest quality estimate among them"
+    )

@@ -35,7 +35,22 @@ class Figure:
     caption: str
 
 
-Block = str | Lead | Bullets | Table | Figure
+@dataclass
+class Link:
+    """A link to another report: `target` is its path without the suffix, so the Markdown
+    links to target.md and the HTML to target.html."""
+
+    text: str
+    target: str
+    note: str = ""
+
+
+@dataclass
+class Links:
+    items: list[Link]
+
+
+Block = str | Lead | Bullets | Table | Figure | Links
 
 
 @dataclass
@@ -84,7 +99,16 @@ def _md_block(block: Block) -> str:
         return "\n".join(lines)
     if isinstance(block, Figure):
         return f"![{block.caption}]({block.src})\n\n*{block.caption}*"
+    if isinstance(block, Links):
+        return "\n".join(
+            f"- [{_md_link_text(link.text)}]({link.target}.md)" + (f" {link.note}" if link.note else "")
+            for link in block.items
+        )
     return block
+
+
+def _md_link_text(text: str) -> str:
+    return text.replace("[", "(").replace("]", ")")
 
 
 def _e(text: str) -> str:
@@ -107,6 +131,14 @@ def _html_block(block: Block) -> str:
             f'<figure><img src="{_e(block.src)}" alt="{_e(block.caption)}">'
             f"<figcaption>{_e(block.caption)}</figcaption></figure>"
         )
+    if isinstance(block, Links):
+        items = "\n".join(
+            f'<li><a href="{_e(link.target)}.html">{_e(link.text)}</a>'
+            + (f" {_e(link.note)}" if link.note else "")
+            + "</li>"
+            for link in block.items
+        )
+        return f"<ul>\n{items}\n</ul>"
     return f"<p>{_e(block)}</p>"
 
 
@@ -141,6 +173,45 @@ HTML_PAGE = """<!DOCTYPE html>
 
 def fmt_quality(value: float) -> str:
     return "n/a" if not math.isfinite(value) else f"{value:.3f}"
+
+
+def fmt_interval(low: float, high: float, digits: int = 3) -> str:
+    if math.isnan(low) or math.isnan(high):
+        return "[interval unknown]"
+    return f"[{_num(low, digits)}, {_num(high, digits)}]"
+
+
+def _num(value: float, digits: int) -> str:
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return f"{value:.{digits}f}"
+
+
+def fmt_estimate(value: float, low: float, high: float, digits: int = 3) -> str:
+    """A quality with its 95% interval: "0.938 [0.844, 1.000]"."""
+    if not math.isfinite(value):
+        return "n/a"
+    if math.isnan(low) or math.isnan(high):
+        return f"{value:.{digits}f} (no interval)"
+    return f"{value:.{digits}f} {fmt_interval(low, high, digits)}"
+
+
+def fmt_diff(value: float, low: float, high: float) -> str:
+    """A difference with its 95% interval: "+0.031 [-0.031, +0.094]"."""
+    if not math.isfinite(value):
+        return "n/a"
+    if math.isnan(low) or math.isnan(high):
+        return f"{value:+.3f} (no interval)"
+    return f"{value:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
+def fmt_percent_interval(value: float, low: float, high: float) -> str:
+    if not math.isfinite(value):
+        return "n/a"
+    if math.isnan(low) or math.isnan(high):
+        return f"{value:.1f}% (no interval)"
+    hi = "unbounded" if math.isinf(high) else f"{high:.1f}%"
+    return f"{value:.1f}% [{low:.1f}%, {hi}]"
 
 
 def fmt_percent(value: float) -> str:

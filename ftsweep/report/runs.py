@@ -1,9 +1,12 @@
-"""A sweep's runs read back from MLflow: `RunRow` (one run as the report reads it) and `load_rows`."""
+"""A sweep's runs read back from MLflow: `RunRow` (one run as the report reads it) and `load_rows`.
+
+A row remembers the store it was read from, so what it logged besides params and metrics (its
+per-example scores, `ftsweep.report.scores`) can be fetched when a comparison needs them."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ftsweep.config import ConfigError
@@ -26,6 +29,8 @@ class RunRow:
     params: dict[str, str]
     metrics: dict[str, float]
     error: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+    tracking_uri: str = ""  # the store it was read from ("" for a row built by hand)
 
     @property
     def method(self) -> str:
@@ -39,6 +44,23 @@ class RunRow:
     @property
     def quality(self) -> float:
         return self.metrics.get("quality", math.nan)
+
+    @property
+    def test_quality(self) -> float:
+        return self.metrics.get("test_quality", math.nan)
+
+    def logged_interval(self, prefix: str = "") -> tuple[float, float] | None:
+        """The 95% interval the run logged for `quality` (prefix "test_": `test_quality`), or
+        None when it logged none (runs recorded before intervals were)."""
+        low = self.metrics.get(f"{prefix}quality_ci_low", math.nan)
+        high = self.metrics.get(f"{prefix}quality_ci_high", math.nan)
+        return (low, high) if math.isfinite(low) and math.isfinite(high) else None
+
+    @property
+    def num_examples(self) -> int | None:
+        """Validation examples its quality is the mean of, where recorded."""
+        n = self.metrics.get("num_eval_examples", math.nan)
+        return int(n) if math.isfinite(n) else None
 
     @property
     def cost_usd(self) -> float:
@@ -96,6 +118,13 @@ class RunRow:
         return tuple(sorted((k, v) for k, v in self.params.items() if k != "seed"))
 
     @property
+    def setting_key(self) -> tuple:
+        """The configuration but for its learning rate: runs that tuned it at one setting."""
+        return tuple(
+            sorted((k, v) for k, v in self.params.items() if k not in ("seed", "learning_rate"))
+        )
+
+    @property
     def knobs(self) -> str:
         """The knobs that tell this run's configuration apart, in a few words."""
         method = find_method(self.method)
@@ -148,6 +177,8 @@ def load_rows(tracking_uri: str, experiment: str) -> list[RunRow]:
             params=dict(r.data.params),
             metrics=dict(r.data.metrics),
             error=r.data.tags.get(TAG_ERROR, ""),
+            tags=dict(r.data.tags),
+            tracking_uri=tracking_uri,
         )
         for r in sorted(runs, key=lambda r: r.info.start_time or 0)
     ]

@@ -11,12 +11,17 @@ from ftsweep.config.compose import compose_group, group_options
 from ftsweep.methods import all_methods, method_label
 from ftsweep.report.analysis import Analysis
 from ftsweep.report.claims import claims_section
-from ftsweep.report.recommendation import MIN_TOLERANCE, quality_varies, seed_spread
+from ftsweep.report.evidence import ConfigGroup, Estimate
+from ftsweep.report.inputs import inputs_sentence
+from ftsweep.report.recommendation import Recommendation
 from ftsweep.report.render import (
+    Block,
     Bullets,
     Document,
     Lead,
     Section,
+    fmt_diff,
+    fmt_estimate,
     fmt_quality,
     fmt_ratio,
     fmt_usd,
@@ -40,13 +45,54 @@ def intro(a: Analysis) -> list[str]:
         counts[row.left_out_reason] = counts.get(row.left_out_reason, 0) + 1
     left = "; ".join(f"{n} {reason}" for reason, n in counts.items()) or "none"
     rows = a.usable or a.rows
-    return [
+    out = [
         f"{plural(len(a.rows), 'run')} recorded in {redact_uri(a.tracking_uri)}: {len(a.usable)} used, "
         f"{len(a.left_out)} left out ({left}).",
         f"Model {', '.join(param_values(rows, 'model'))}; data {', '.join(param_values(rows, 'data'))}; "
         f"hardware {', '.join(param_values(rows, 'hardware'))}; training steps per run "
         f"{', '.join(param_values(rows, 'max_steps'))}. Written {a.today.isoformat()} from MLflow alone.",
     ]
+    if a.inputs is not None:
+        out.append(f"All runs here share their {inputs_sentence(a.inputs)}")
+    if a.inputs_groups > 1:
+        out.append(
+            f"The sweep's runs were trained and scored on {a.inputs_groups} different inputs, which are "
+            "never compared: this report covers the runs on these inputs only (the index, ../report.md, lists the others)."
+        )
+    return out
+
+
+def est(e: Estimate) -> str:
+    return fmt_estimate(e.value, e.low, e.high)
+
+
+def _test_text(a: Analysis, group: ConfigGroup) -> str:
+    t = a.evidence.test_quality(group)
+    if t.interval is None and t.value != t.value:  # NaN: no test split recorded
+        return "no test quality recorded (a run from before the test split)"
+    n = f" over {t.examples} test examples" if t.examples else ""
+    return f"test quality {est(t)}{n}"
+
+
+def _no_recommendation(a: Analysis, rec: Recommendation) -> Section:
+    base = ConfigGroup([rec.baseline])
+    best = rec.best
+    lift = rec.lifts[best.ids]
+    lead = (
+        f"No recommendation: {rec.why_none}. The untrained base model scores "
+        f"{est(a.evidence.quality(base))}; the best configuration, {method_label(best.method)} ({best.knobs}), "
+        f"{est(rec.estimate(best))}: {fmt_diff(lift.value, lift.low, lift.high)} over it ({lift.how})."
+    )
+    items = [
+        f"{method_label(g.method)} ({g.knobs}): {est(rec.estimate(g))}, minus the base model "
+        f"{fmt_diff(rec.lifts[g.ids].value, rec.lifts[g.ids].low, rec.lifts[g.ids].high)}"
+        for g in sorted(rec.groups, key=lambda g: -rec.estimate(g).value)[:8]
+    ]
+    items.append(
+        "Nothing is merged by default: `ftsweep merge` asks for run=ID. Train longer, raise the learning rate, "
+        "or check that the task's replies fit train.seq_len and train.max_new_tokens."
+    )
+    return Section("Recommendation", [Lead(lead), "Evidence:", Bullets(items)])
 
 
 def recommendation(a: Analysis) -> Section:
@@ -56,35 +102,71 @@ def recommendation(a: Analysis) -> Section:
             "Recommendation",
             [Lead("No recommendation: no run of this sweep finished with a quality and a cost.")],
         )
+    if rec.group is None:
+        return _no_recommendation(a, rec)
     g, best, run = rec.group, rec.best, rec.run
-    lead = (
-        f"Use {method_label(g.method)} ({g.knobs}): quality {fmt_quality(g.quality)} at {fmt_usd(g.cost_usd)} per run, "
-        f"the cheapest configuration within {rec.tolerance:.3f} of the best quality in the sweep."
-    )
-    spread = seed_spread(a.groups)
-    if spread is None:
-        tolerance_text = (
-            f"Tolerance {rec.tolerance:.3f}: no configuration ran with more than one seed, "
-            "so there is no seed spread to set it by"
+    e = rec.estimate(g)
+    cost = rec.costs[g.ids]
+    if g.ids == best.ids:
+        why = "It has the best quality estimate in the sweep"
+        others = [c for c in rec.contenders if c.ids != g.ids]
+        why += (
+            f"; {plural(len(others), 'other configuration')} not significantly below it "
+            f"{'cost' if len(others) > 1 else 'costs'} about as much or more."
+            if others
+            else ", and every other configuration is significantly below it."
         )
     else:
-        tolerance_text = (
-            f"Tolerance {rec.tolerance:.3f} = the larger of {MIN_TOLERANCE} "
-            f"and the widest seed spread, {spread:.3f}"
+        d = rec.versus_best[g.ids]
+        why = (
+            f"It is the cheapest configuration not significantly below the best "
+            f"(best minus it: {fmt_diff(d.value, d.low, d.high)}, {d.how})."
         )
-    evidence = [
-        f"Recommended run: {run.name} (run id {run.run_id}), quality {fmt_quality(run.quality)}; "
-        f"{plural(g.n, 'seed')} of this configuration, mean {fmt_quality(g.quality)}, "
-        f"range {fmt_quality(min(g.qualities))} to {fmt_quality(max(g.qualities))}.",
-        f"Best quality in the sweep: {method_label(best.method)} ({best.knobs}), mean {fmt_quality(best.quality)} "
-        f"at {fmt_usd(best.cost_usd)} per run.",
-        f"{tolerance_text}; {plural(len(rec.contenders), 'configuration')} within it.",
+    lead = (
+        f"Use {method_label(g.method)} ({g.knobs}): quality {est(e)} on the validation split, "
+        f"{_test_text(a, ConfigGroup([run]))}, at {fmt_usd(cost)} per run ({rec.cost_basis}). {why}"
+    )
+    evidence: list[str] = [
+        f"Recommended run: {run.name} (run id {run.run_id}), its best seed by validation quality "
+        f"{fmt_quality(run.quality)}; {_test_text(a, ConfigGroup([run]))}. The test split was never used to choose."
     ]
-    if best is not g and g.cost_usd > 0:
-        factor = best.cost_usd / g.cost_usd
+    if g.n > 1:
+        evidence.append(
+            f"{plural(g.n, 'seed')} of this configuration pooled (examples and seeds resampled): "
+            f"{est(e)}; {_test_text(a, g)}."
+        )
+    evidence.append(
+        f"Best quality in the sweep: {method_label(best.method)} ({best.knobs}), {est(rec.estimate(best))} "
+        f"at {fmt_usd(rec.costs[best.ids])} per run."
+    )
+    if len(rec.contenders) > 1:
+        evidence.append(
+            f"{plural(len(rec.contenders), 'configuration')} not significantly below the best: "
+            + "; ".join(
+                f"{method_label(c.method)} ({c.knobs}) {est(rec.estimate(c))} at {fmt_usd(rec.costs[c.ids])}"
+                for c in rec.contenders
+            )
+            + "."
+        )
+    evidence.append(
+        f"Choice among them: {rec.tie_break}. Costs are per run {rec.cost_basis}; a cost difference counts only "
+        f"beyond the run-to-run spread of wall time: {rec.noise.text()}."
+    )
+    if best.ids != g.ids and cost > 0:
+        factor = rec.costs[best.ids] / cost
         evidence.append(
             f"The best-quality configuration costs {fmt_ratio(factor)} as much per run: the same budget buys "
             f"{fmt_ratio(factor)} as many experiments with the recommended one."
+        )
+    if rec.baseline is not None:
+        lift = rec.lifts[g.ids]
+        evidence.append(
+            f"Against the untrained base model ({fmt_quality(rec.baseline.quality)}): "
+            f"{fmt_diff(lift.value, lift.low, lift.high)} ({lift.how})."
+        )
+    else:
+        evidence.append(
+            "The untrained base model was not measured (sweep.baseline=false): whether fine-tuning helped at all is not checked."
         )
     evidence += percent_evidence(a) + epd_evidence(a)
     return Section("Recommendation", [Lead(lead), "Evidence:", Bullets(evidence)])
@@ -107,26 +189,43 @@ def _params_text(count: int) -> str:
 
 
 def _noise_limits(a: Analysis) -> list[str]:
-    """How far seeds and equal scores let the sweep tell configurations apart."""
+    """How far examples, seeds and equal scores let the sweep tell configurations apart."""
     items = []
+    counts = sorted({n for r in a.usable if (n := r.num_examples)})
+    if counts:
+        n = counts[0]
+        items.append(
+            f"Quality is a mean over {', '.join(map(str, counts))} validation examples: one example moves it by "
+            f"{1 / n:.3f} on a right/wrong task. Every quality here carries its 95% bootstrap interval, and a "
+            "difference inside the noise is a tie, never a ranking."
+        )
     if a.groups:
         most = max(g.n for g in a.groups)
-        tol = a.recommendation.tolerance if a.recommendation else MIN_TOLERANCE
         if most == 1:
             items.append(
-                f"Each configuration ran with one seed: a real difference cannot be told from seed noise, "
-                f"so quality differences under {tol:.3f} are treated as ties."
+                "Each configuration ran with one seed: the intervals cover the choice of examples, not what "
+                "another seed would do (sweep.seeds=2 or more measures it)."
             )
         else:
             items.append(
-                f"At most {most} seeds per configuration (widest spread {seed_spread(a.groups):.3f}): "
-                "more seeds would narrow the tolerance."
+                f"Up to {most} seeds per configuration, pooled by resampling examples and seeds: more seeds narrow "
+                "the intervals."
             )
-    if len(a.usable) > 1 and not quality_varies(a.usable):
+    if a.flat:
         items.append(
             f"Every run scored the same quality ({fmt_quality(a.usable[0].quality)}): the sweep cannot rank the "
-            "methods on quality, so the recommendation follows cost alone."
+            "configurations on quality, and the claims that compare quality are not testable."
         )
+    missing = a.without_scores()
+    if missing:
+        names = ", ".join(r.name for r, _ in missing[:5]) + (", ..." if len(missing) > 5 else "")
+        items.append(
+            f"{plural(len(missing), 'run')} ({names}) {'has' if len(missing) == 1 else 'have'} no per-example "
+            "scores (scores/scores.json; runs recorded before them): they are compared through the intervals "
+            "they logged (unpaired, so wider), or by point estimates alone where they logged none."
+        )
+    if a.recommendation is not None:
+        items.append(f"Run-to-run spread of wall time: {a.recommendation.noise.text()}.")
     return items
 
 

@@ -6,11 +6,30 @@ from __future__ import annotations
 import math
 
 from ftsweep.methods import method_label
-from ftsweep.report.analysis import Analysis, best_full_run, best_percent_per_method, lift_over_base
+from ftsweep.report.analysis import (
+    Analysis,
+    best_full_group,
+    best_percent_per_method,
+    lift_over_base,
+)
+from ftsweep.report.evidence import ConfigGroup
 from ftsweep.report.guide import percent_verdict
 from ftsweep.report.methods import is_adapter, is_full
-from ftsweep.report.render import Block, Section, Table, fmt_percent, fmt_quality, fmt_usd
+from ftsweep.report.render import (
+    Block,
+    Section,
+    Table,
+    fmt_diff,
+    fmt_estimate,
+    fmt_percent_interval,
+    fmt_quality,
+    fmt_usd,
+)
 from ftsweep.report.sections_common import figure_blocks
+
+
+def _pct(p) -> str:
+    return fmt_percent_interval(p.mean, p.low, p.high)
 
 
 def percent_evidence(a: Analysis) -> list[str]:
@@ -24,24 +43,22 @@ def percent_evidence(a: Analysis) -> list[str]:
         ]
     if a.percents is None:
         return [
-            "The best full fine-tuning run scored 0: a percentage of it is undefined, so the guide's 95-99% cannot be checked."
+            "The best full fine-tuning configuration scored 0: a percentage of it is undefined, so the guide's 95-99% cannot be checked."
         ]
     out = []
-    chosen = a.recommendation.group.key if a.recommendation else None
+    rec = a.recommendation
+    chosen = rec.group.ids if rec and rec.group else None
     for p in a.percents:
-        if p.group.key == chosen:
+        if p.group.ids == chosen:
             out.append(
-                f"The recommended configuration reaches {fmt_percent(p.mean)} of the best full fine-tuning run: {percent_verdict(p.mean)}."
+                f"The recommended configuration reaches {_pct(p)} of the best full fine-tuning configuration: "
+                f"{percent_verdict(p.low, p.high)}."
             )
     for method, p in best_percent_per_method(a.percents).items():
-        spread = (
-            f" (seed range {fmt_percent(p.low)} to {fmt_percent(p.high)})"
-            if p.group.n > 1
-            else " (one seed)"
-        )
+        seeds = f"{p.group.n} seeds" if p.group.n > 1 else "one seed"
         out.append(
-            f"{method_label(method)} reached {fmt_percent(p.mean)} of the best full fine-tuning run with {p.group.knobs}"
-            f"{spread}: {percent_verdict(p.mean)}."
+            f"{method_label(method)} reached {_pct(p)} of the best full fine-tuning configuration with {p.group.knobs} "
+            f"({seeds}; {p.comparison.how if p.comparison else 'no interval'}): {percent_verdict(p.low, p.high)}."
         )
     return out
 
@@ -49,14 +66,14 @@ def percent_evidence(a: Analysis) -> list[str]:
 def quality_vs_cost(a: Analysis, figures: dict[str, str]) -> Section:
     if not a.usable:
         return Section("Quality against cost", ["No finished runs to plot."])
-    pick = a.recommendation.run.run_id if a.recommendation else None
+    pick = a.recommendation.run if a.recommendation else None
     rows = [
         [
             r.name,
             method_label(r.method),
-            fmt_quality(r.quality),
+            _run_quality(a, r),
             fmt_usd(r.cost_usd),
-            "yes" if r.run_id == pick else "",
+            "yes" if pick is not None and r.run_id == pick.run_id else "",
         ]
         for r in a.front
     ]
@@ -64,15 +81,22 @@ def quality_vs_cost(a: Analysis, figures: dict[str, str]) -> Section:
         "Quality against cost",
         [
             *figure_blocks(figures, "quality_vs_cost"),
-            "The Pareto front: runs that no other run beats on both cost and quality, cheapest first.",
-            Table(["run", "method", "quality", "cost per run", "recommended"], rows),
+            "The Pareto front: runs that no other run beats on both cost and quality (by point estimate), "
+            "cheapest first. Where intervals overlap, a run off the front may be as good: the recommendation "
+            "compares configurations with their intervals.",
+            Table(["run", "method", "quality [95% interval]", "cost per run", "recommended"], rows),
         ],
     )
 
 
+def _run_quality(a: Analysis, row) -> str:
+    e = a.evidence.quality(ConfigGroup([row]))
+    return fmt_estimate(e.value, e.low, e.high)
+
+
 def versus_full(a: Analysis, figures: dict[str, str]) -> Section:
     title = "LoRA and QLoRA as a share of full fine-tuning"
-    baseline = best_full_run(a.usable)
+    baseline = best_full_group(a.groups, a.evidence)
     if a.percents is None or baseline is None:
         return Section(title, percent_evidence(a))
     rows = [
@@ -80,9 +104,9 @@ def versus_full(a: Analysis, figures: dict[str, str]) -> Section:
             method_label(p.group.method),
             p.group.knobs,
             str(p.group.n),
-            fmt_percent(p.mean),
-            f"{fmt_percent(p.low)} to {fmt_percent(p.high)}" if p.group.n > 1 else "one seed",
-            percent_verdict(p.mean),
+            _pct(p),
+            p.comparison.how if p.comparison else "",
+            percent_verdict(p.low, p.high),
         ]
         for p in a.percents
     ]
@@ -90,18 +114,25 @@ def versus_full(a: Analysis, figures: dict[str, str]) -> Section:
         "method",
         "configuration",
         "seeds",
-        "% of full (mean)",
-        "seed range",
+        "% of full [95% interval]",
+        "compared",
         "against the guide",
     ]
+    e = a.estimate(baseline)
     return Section(
         title,
         [
-            f"Baseline: the best full fine-tuning run, {baseline.name}, quality {fmt_quality(baseline.quality)}.",
+            f"Baseline: the best full fine-tuning configuration, {baseline.knobs}, quality "
+            f"{fmt_estimate(e.value, e.low, e.high)}. Both ends of each interval are checked against 95-99%.",
             Table(headers, rows),
             *figure_blocks(figures, "percent_of_full"),
         ],
     )
+
+
+def _group_quality(a: Analysis, group: ConfigGroup) -> str:
+    e = a.evidence.quality(group)
+    return fmt_estimate(e.value, e.low, e.high)
 
 
 def lift_and_forgetting(a: Analysis) -> Section:
@@ -115,19 +146,22 @@ def lift_and_forgetting(a: Analysis) -> Section:
             ],
         )
     base = a.baseline
-    lifts = lift_over_base(a.usable, base)
+    lifts = lift_over_base(a.usable, base, a.evidence)
     rows = [
         [
             method_label(x.method),
             str(x.runs),
-            fmt_quality(x.best_quality),
-            f"{x.lift:+.3f}",
+            _group_quality(a, x.best) if x.best else fmt_quality(x.best_quality),
+            fmt_diff(x.comparison.value, x.comparison.low, x.comparison.high)
+            if x.comparison
+            else f"{x.lift:+.3f}",
+            "yes" if x.comparison and x.comparison.positive else "no",
             f"{x.mean_forgetting:+.3f}" if math.isfinite(x.mean_forgetting) else "n/a",
         ]
         for x in lifts
     ]
     blocks: list[Block] = [
-        f"The base model, untrained, scores {fmt_quality(base.quality)} on this task "
+        f"The base model, untrained, scores {_run_quality(a, base)} on this task "
         f"(general-text loss {base.metrics.get('general_text_loss', math.nan):.3f} nats). "
         "Forgetting is the change in that loss after fine-tuning, on text outside the task: "
         "positive means the model got worse at what it already knew (Biderman et al. 2024 "
@@ -135,11 +169,21 @@ def lift_and_forgetting(a: Analysis) -> Section:
     ]
     if rows:
         blocks.append(
-            Table(["method", "runs", "best quality", "lift", "mean forgetting (nats)"], rows)
+            Table(
+                [
+                    "method",
+                    "runs",
+                    "best configuration's quality [95% interval]",
+                    "lift [95% interval]",
+                    "beyond noise",
+                    "mean forgetting (nats)",
+                ],
+                rows,
+            )
         )
-        if all(x.lift <= 0 for x in lifts):
+        if not any(x.comparison and x.comparison.positive for x in lifts):
             blocks.append(
-                "No method beat the untrained base model: train longer, raise the learning "
-                "rate, or check that the task's replies fit train.seq_len."
+                "No method beat the untrained base model beyond noise: train longer, raise the learning "
+                "rate, or check that the task's replies fit train.seq_len and train.max_new_tokens."
             )
     return Section(title, blocks)

@@ -6,7 +6,16 @@ import math
 
 from ftsweep.methods import method_label
 from ftsweep.report.analysis import Analysis
-from ftsweep.report.render import Section, Table, fmt_mb, fmt_quality, fmt_seconds, fmt_usd
+from ftsweep.report.render import (
+    Section,
+    Table,
+    fmt_estimate,
+    fmt_mb,
+    fmt_quality,
+    fmt_seconds,
+    fmt_usd,
+)
+from ftsweep.report.runs import RunRow
 from ftsweep.report.sections_common import plural
 
 USED_HEADERS = [
@@ -15,7 +24,8 @@ USED_HEADERS = [
     "method",
     "configuration",
     "seed",
-    "quality",
+    "quality [95% interval]",
+    "test quality [95% interval]",
     "eval loss",
     "forgetting",
     "wall time",
@@ -23,6 +33,14 @@ USED_HEADERS = [
     "storage",
     "peak GB",
 ]
+
+
+def _quality(row: RunRow, prefix: str) -> str:
+    """The run's logged quality with its logged interval (the report's comparisons use the
+    per-example scores where the run has them)."""
+    value = row.metrics.get(f"{prefix}quality", math.nan)
+    interval = row.logged_interval(prefix) or (math.nan, math.nan)
+    return fmt_estimate(value, *interval)
 
 
 def all_runs(a: Analysis) -> Section:
@@ -33,7 +51,8 @@ def all_runs(a: Analysis) -> Section:
             method_label(r.method),
             r.knobs,
             r.seed,
-            fmt_quality(r.quality),
+            _quality(r, ""),
+            _quality(r, "test_"),
             fmt_quality(r.metrics.get("eval_loss", math.nan)),
             f"{r.metrics.get('forgetting', math.nan):+.3f}",
             fmt_seconds(r.wall_time_s),
@@ -43,7 +62,16 @@ def all_runs(a: Analysis) -> Section:
         ]
         for r in sorted(a.usable, key=lambda r: -r.quality)
     ]
-    return Section("All runs used", [Table(USED_HEADERS, rows)] if rows else ["None."])
+    if not rows:
+        return Section("All runs used", ["None."])
+    return Section(
+        "All runs used",
+        [
+            "Each run's quality with the 95% interval it logged over its examples (none for runs "
+            "recorded before intervals were); the test split was never used to choose.",
+            Table(USED_HEADERS, rows),
+        ],
+    )
 
 
 def left_out(a: Analysis) -> Section:

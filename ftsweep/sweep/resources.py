@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from ftsweep.config import Config, validate
 
@@ -45,15 +46,59 @@ WORKER_ENV = {"TUNE_FUNCTION_THREAD_TIMEOUT_S": "120"}
 WORKER_NICENESS = "RAY_worker_niceness"
 
 
+def private_ray_token() -> Path | None:
+    """Ray's token file for a local instance, made (or kept) mode 0600 before ray.init.
+
+    Ray 2.60 turns token authentication on for a new local instance and, without a token,
+    writes ~/.ray/auth_token with the process umask (0644: any user may read it and run code
+    on the instance). ftsweep makes that file itself first, 0600 in a 0700 folder, and narrows
+    an existing one it owns. Nothing is done where the user chose: RAY_AUTH_MODE set,
+    RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH given. Returns the file it looked after, if any.
+    """
+    if os.environ.get("RAY_AUTH_MODE") or {"RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"} & set(
+        os.environ
+    ):
+        return None
+    import secrets
+    import stat
+
+    path = Path.home() / ".ray" / "auth_token"
+    try:
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        st = os.lstat(path)
+    except FileNotFoundError:
+        tmp = path.with_name(f".auth_token-{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))  # Ray's own format: 256 random bits, hex
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
+        st = os.lstat(path)
+    except OSError:
+        return None  # no home to write to: Ray's own behaviour
+    if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and st.st_mode & 0o077:
+        os.chmod(path, 0o600)
+    return path
+
+
 def start_ray(cfg: Config) -> int:
     import ray
 
     if not ray.is_initialized():
         address = os.environ.get("RAY_ADDRESS")
+        # Only ftsweep's own settings travel in runtime_env: Ray stores it (GCS, the dashboard)
+        # and puts it on worker command lines. Credentials reach a local instance's workers by
+        # inheritance from this process's environment (ftsweep.config.inputs.move_credentials);
+        # on a cluster they must be in the environment of `ray start` (docs/cluster.md).
         env = {"runtime_env": {"env_vars": WORKER_ENV}}
         if address:
             ray.init(address=address, log_to_driver=False, **env)
         else:
+            private_ray_token()
             # Ray runs workers at nice 15 to keep its own daemons responsive; on a machine that
             # also runs anything else, that slows the trials and inflates the wall time and cost
             # they record. Trials are the point of the sweep: they run at normal priority.

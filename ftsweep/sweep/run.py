@@ -19,6 +19,7 @@ from ftsweep.sweep.tuner import make_tuner, ray_experiment_name
 from ftsweep.tracking.queries import experiment_runs
 from ftsweep.tracking.record import TAG_TRIAL_ID, mark_abandoned_runs
 from ftsweep.tracking.store import ensure_experiment, experiment_name, get_client, tracking_uri
+from ftsweep.trust import private_dir
 
 
 @dataclass
@@ -68,7 +69,8 @@ def run_sweep(cfg: Config, console=None) -> SweepOutcome:
     specs = check_sweep(cfg)
     uri = tracking_uri(cfg)
     results_path = cfg.results_path
-    results_path.mkdir(parents=True, exist_ok=True)
+    # RESULTS holds what is loaded back (Ray's pickled state, checkpoints): the user's alone.
+    private_dir(results_path, "results_dir")
     client = get_client(uri)
     experiment_id = ensure_experiment(client, experiment_name(cfg), results_path / "mlartifacts")
     abandoned = mark_abandoned_runs(client, experiment_id)
@@ -92,7 +94,7 @@ def run_sweep(cfg: Config, console=None) -> SweepOutcome:
     # grid reads it); the TensorBoard logger would import torch into this process (1.6 s of
     # every start) and the CSV one duplicates the JSON.
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
-    storage = str((results_path / "ray").resolve())
+    storage = str(private_dir(results_path.resolve() / "ray", "Ray's state folder"))
     progress = SweepProgress(specs, console=console, resumed_from=abandoned)
     tuner = make_tuner(
         cfg, per_trial, trials, base, storage, ray_experiment_name(cfg, specs), progress

@@ -12,6 +12,7 @@ from ftsweep.sweep.resources import cpus_per_worker
 from ftsweep.sweep.space import TrialSpec, spec_from_sample
 from ftsweep.tracking.queries import experiment_runs
 from ftsweep.tracking.record import TAG_TRIAL_ID
+from ftsweep.tracking.redact import redact_uri
 from ftsweep.tracking.store import experiment_name, get_client, tracking_uri
 
 # Searchers and ASHA compare trials on held-out loss: it exists at every rung, while quality
@@ -76,7 +77,8 @@ def trainable(config: dict, base: dict, invocation_id: str) -> None:
     except Exception as exc:
         if is_transient(exc):
             raise
-        error = f"{type(exc).__name__}: {exc}"[:500]
+        # Tune keeps this in its own state (RESULTS/ray) and prints it: redacted first.
+        error = redact_uri(f"{type(exc).__name__}: {exc}")[:500]
         tune.report(
             {
                 "failed": 1.0,

@@ -38,7 +38,7 @@ def _searcher(cfg: Config):
     from ray.tune.search.optuna import OptunaSearch
 
     sampler = (
-        optuna.samplers.TPESampler(seed=cfg.train.seed)
+        optuna.samplers.TPESampler(seed=cfg.train.seed, n_startup_trials=cfg.sweep.optuna_startup)
         if cfg.sweep.algorithm == "optuna"
         else optuna.samplers.RandomSampler(seed=cfg.train.seed)
     )
@@ -64,16 +64,31 @@ def _scheduler(cfg: Config):
     )
 
 
+def check_ray_state(path: str) -> None:
+    """Tune's restore unpickles tuner.pkl and the trials' state: the folder and everything in
+    it must be this user's own, writable by no one else, without links (`ftsweep.trust`)."""
+    from ftsweep.trust import check_private, check_private_tree
+
+    check_private(os.path.dirname(path), "Ray's state folder", follow=True)
+    check_private_tree(path, "Ray's saved sweep state")
+
+
 def make_tuner(
     cfg: Config, trainable, trials: list[dict], base: dict, storage: str, name: str, progress
 ):
-    """A Tuner restored from `storage/name` where Ray can restore it, else a new one."""
+    """A Tuner restored from `storage/name` where Ray can restore it, else a new one.
+
+    Before a restore the saved state is checked to be the user's alone (`check_ray_state`):
+    Ray unpickles it, so a file someone else could write there would run their code.
+    """
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
 
     from ftsweep.sweep.progress import ProgressCallback
 
     path = os.path.join(storage, name)
+    if os.path.lexists(path):
+        check_ray_state(path)
     if tune.Tuner.can_restore(path):
         progress.note(f"resuming sweep state from {path}")
         return tune.Tuner.restore(

@@ -2,11 +2,20 @@
 
 This record is a contract that the report and other tools read:
 
-- params: `method`, `learning_rate`, and for LoRA-type runs `lora_r`, `lora_alpha`,
-  `target_modules` (absent for full runs), plus the model, data and training knobs;
-- metrics: `quality`, `eval_loss`, `wall_time_s`, `tokens_per_s`, `peak_mem_gb`,
-  `trainable_params`, `artifact_mb`, `cost_usd` (and `train_loss` by step);
+- params: `method`, `learning_rate`, `weight_decay`, `warmup_ratio`, the method's own knobs
+  (`lora_r`, `lora_alpha`, `lora_dropout`, `target_modules` for LoRA-type runs; `zero_stage`,
+  `offload`, `num_workers` for full ones), the training knobs, and the inputs: `model`,
+  `model.path`, `model.fingerprint`, `data` and every `data.*` key with `data.fingerprint`,
+  `max_new_tokens`, `eval_batch_size` (see `inputs_params`);
+- metrics: `quality` (mean score on the validation split, what selection uses) with its 95%
+  bootstrap interval `quality_ci_low`/`quality_ci_high`, `test_quality` (the test split, never
+  used for selection) with `test_quality_ci_low`/`_high`, `num_eval_examples`,
+  `num_test_examples`, `eval_loss`, `wall_time_s`, `tokens_per_s`, `peak_mem_gb`,
+  `trainable_params`, `artifact_mb`, `cost_usd`, `forgetting` (and `train_loss` by step);
+- artifacts: `scores/scores.json`, the per-example scores of both splits (ids and scores), so
+  runs can be compared on the same examples; the adapter of LoRA-type runs under `adapter/`;
 - tags: `ftsweep.sweep`, `ftsweep.trial_id` (stable for the life of a trial, across resumes),
+  `ftsweep.inputs` (a short id of the inputs: runs are only compared within one),
   `ftsweep.run_id` (the invocation that last ran it), `ftsweep.stop_reason`; a run that ran
   out of memory also carries `ftsweep.plan_peak_gb` (the plan's estimate) and
   `ftsweep.peak_mem_gb` (what was measured when it failed).
@@ -25,6 +34,8 @@ Errors recorded on a run are redacted (`ftsweep.tracking.redact`).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import socket
@@ -49,9 +60,15 @@ TAG_PEAK_MEM_GB = "ftsweep.peak_mem_gb"
 TAG_FAILURES = "ftsweep.failures"  # how many times the trial was restarted after it broke off
 TAG_RESUMED_FROM = "ftsweep.resumed_from_step"
 TAG_WORKER = "ftsweep.worker"  # host:pid of the process running the trial, for operators
+TAG_INPUTS = "ftsweep.inputs"  # inputs_id: runs with the same value were trained and scored alike
 
 METRICS = (
     "quality",
+    "quality_ci_low",
+    "quality_ci_high",
+    "test_quality",
+    "test_quality_ci_low",
+    "test_quality_ci_high",
     "eval_loss",
     "wall_time_s",
     "tokens_per_s",
@@ -63,14 +80,47 @@ METRICS = (
 )
 
 
+def inputs_params(cfg: Config) -> dict[str, Any]:
+    """What a run was trained and scored on: the model (its path and a fingerprint of its
+    weights), the whole data config (with a fingerprint of user files) and how replies are
+    scored. Runs whose inputs differ are never compared as one sweep."""
+    from ftsweep.tracking.fingerprint import data_fingerprint, model_fingerprint
+
+    data = cfg.data.model_dump(mode="json")
+    data.pop("name")
+    return {
+        "model": cfg.model.name,
+        "model.path": cfg.model.name_or_path,
+        "model.fingerprint": model_fingerprint(cfg.model),
+        "data": cfg.data.name,
+        **{f"data.{key}": value for key, value in data.items()},
+        "data.fingerprint": data_fingerprint(cfg.data),
+        "max_new_tokens": cfg.train.max_new_tokens,
+        "eval_batch_size": cfg.train.eval_batch_size,
+    }
+
+
+def inputs_id(params: dict[str, Any]) -> str:
+    """A short id of a run's inputs (`inputs_params`), the tag runs are grouped by."""
+    keys = sorted(k for k in params if k in INPUT_KEYS or k.startswith(("data.", "model.")))
+    identity = json.dumps({k: str(params[k]) for k in keys}, sort_keys=True)
+    return hashlib.sha1(identity.encode()).hexdigest()[:10]
+
+
+# Params that name a run's inputs besides the `data.*` and `model.*` ones.
+INPUT_KEYS = ("model", "data", "max_new_tokens", "eval_batch_size")
+
+
 def run_params(cfg: Config) -> dict[str, Any]:
-    """What defines a trial, as MLflow params. LoRA knobs only where they mean something."""
+    """What defines a trial, as MLflow params: its inputs, every train and method knob that can
+    change its result (knobs only where the method has them)."""
     method = cfg.method
     params: dict[str, Any] = {
         "method": method.name,
         "learning_rate": method.learning_rate,
-        "model": cfg.model.name,
-        "data": cfg.data.name,
+        "weight_decay": method.weight_decay,
+        "warmup_ratio": method.warmup_ratio,
+        **inputs_params(cfg),
         "hardware": cfg.hardware.name,
         "max_steps": cfg.train.max_steps,
         "batch_size": cfg.train.batch_size,
@@ -78,11 +128,6 @@ def run_params(cfg: Config) -> dict[str, Any]:
         "seq_len": cfg.train.seq_len,
         "seed": cfg.train.seed,
         "precision": cfg.train.precision,
-    }
-    # Recorded (and so part of the trial id) when set: the default 0 adds nothing, which keeps
-    # the ids of trials recorded before these knobs were.
-    params |= {
-        k: getattr(method, k) for k in ("weight_decay", "warmup_ratio") if getattr(method, k)
     }
     params |= method.spec.record_params(method)
     return params
@@ -175,6 +220,7 @@ class TrialRun(RunRecorder):
             TAG_RUN_ID: invocation_id,
             TAG_METHOD: str(params["method"]),
             TAG_WORKER: f"{socket.gethostname()}:{os.getpid()}",
+            TAG_INPUTS: inputs_id(params),
             TAG_STOP_REASON: "running",
         }
         if runs:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import re
 
-# scheme://userinfo@ : the password (or a token used as the user name) goes.
-_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<userinfo>[^/?#\s@]+)@")
+# scheme://userinfo@ : the password (or a token used as the user name) goes. The userinfo
+# runs to the last @ before whitespace: a password may itself hold an unescaped @, / or #
+# (`http://u:p@ss@h` must not show `ss`); over-redacting a path with an @ in it is harmless.
+_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<userinfo>[^\s]+)@")
 # ?token=... &password=... &X-Amz-Signature=... : the value goes.
 _SECRET_QUERY = re.compile(
     r"(?P<key>[?&;][\w.\-]*(?:token|passw|pwd|secret|key|sig|credential|auth)[\w.\-]*=)[^&#\s]*",
@@ -20,7 +22,10 @@ REDACTED = "***"
 
 def _redact_userinfo(match: re.Match) -> str:
     user, sep, _password = match["userinfo"].partition(":")
-    shown = f"{user}:{REDACTED}" if sep else REDACTED
+    # A user name is shown only where it is plainly one (no / ? # @ that a mangled URI or a
+    # password cut at the wrong place would leave in it).
+    plain = sep and re.fullmatch(r"[\w.\-%+]+", user)
+    shown = f"{user}:{REDACTED}" if plain else REDACTED
     return f"{match['scheme']}{shown}@"
 
 

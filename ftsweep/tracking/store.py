@@ -48,7 +48,11 @@ def store_lock(uri: str) -> Iterator[None]:
     except ImportError:  # not POSIX: MLflow's own retries only
         yield
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.parent.exists():
+        # Usually RESULTS: created 0700, as everything ftsweep reads back (`ftsweep.trust`).
+        from ftsweep.trust import private_dir
+
+        private_dir(path.parent, "the SQLite store's folder")
     lock_path = path.with_name(path.name + ".lock")
     with open(lock_path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from ftsweep.config import Config
-from ftsweep.tracking.record import TrialRun
+from ftsweep.tracking.record import TrialRun, inputs_params
 from ftsweep.trial.identity import stable_id
 from ftsweep.trial.outcome import error_text, outcome_of
 
@@ -19,21 +19,19 @@ BASELINE_RUN_NAME = "base model"
 
 
 def baseline_params(cfg: Config) -> dict:
-    """What the base model's score depends on: the model, the task and how replies are scored."""
+    """What the base model's score depends on: the model, the data and how replies are scored
+    (the same inputs every trial of the sweep records), and the precision it ran in."""
     return {
         "method": BASELINE_METHOD,
-        "model": cfg.model.name,
-        "data": cfg.data.name,
+        **inputs_params(cfg),
         "hardware": cfg.hardware.name,
         "seq_len": cfg.train.seq_len,
-        "max_new_tokens": cfg.train.max_new_tokens,
         "precision": cfg.train.precision,
     }
 
 
 def baseline_trial_id(cfg: Config) -> str:
-    identity = {"sweep": cfg.sweep.name, "data_config": cfg.data.model_dump(mode="json")}
-    return stable_id(BASELINE_METHOD, identity | baseline_params(cfg))
+    return stable_id(BASELINE_METHOD, {"sweep": cfg.sweep.name} | baseline_params(cfg))
 
 
 def record_baseline(cfg: Config, invocation_id: str = "baseline") -> dict[str, float]:
@@ -44,7 +42,7 @@ def record_baseline(cfg: Config, invocation_id: str = "baseline") -> dict[str, f
     if run.already_finished:
         return run.recorded_metrics()
     try:
-        metrics = _measure(cfg)
+        metrics = _measure(cfg, run)
     except BaseException as exc:
         status, reason = outcome_of(exc)
         run.finish(status, reason, error_text(exc))
@@ -54,14 +52,16 @@ def record_baseline(cfg: Config, invocation_id: str = "baseline") -> dict[str, f
     return metrics
 
 
-def _measure(cfg: Config) -> dict[str, float]:
+def _measure(cfg: Config, run: TrialRun) -> dict[str, float]:
+    import tempfile
+    from pathlib import Path
+
     import torch
 
-    from ftsweep.data.evaluate import task_quality
     from ftsweep.data.forgetting import general_text_loss
     from ftsweep.methods.loading import load_base_model
     from ftsweep.planning.cost import run_cost_usd
-    from ftsweep.trial.recipe import prepare_inputs
+    from ftsweep.trial.recipe import prepare_inputs, score_and_log_examples
 
     started = time.perf_counter()
     inputs = prepare_inputs(cfg)
@@ -69,17 +69,11 @@ def _measure(cfg: Config) -> dict[str, float]:
     model = load_base_model(cfg, inputs.model_path, quantized=False)
     if torch.cuda.is_available():
         model = model.to("cuda")
-    quality = task_quality(
-        model,
-        inputs.tokenizer,
-        inputs.task,
-        inputs.eval_examples,
-        cfg.train.eval_batch_size,
-        cfg.train.max_new_tokens,
-    )
+    with tempfile.TemporaryDirectory(prefix="ftsweep-baseline-") as workdir:
+        scores = score_and_log_examples(cfg, model, inputs, run, Path(workdir))
     wall_time_s = time.perf_counter() - started
     return {
-        "quality": quality,
+        **scores,
         "forgetting": 0.0,  # nothing was trained
         "general_text_loss": general_text_loss(model, inputs.tokenizer),
         "wall_time_s": wall_time_s,

@@ -1,17 +1,28 @@
 """Resumable checkpoints of a trial: where they live, and which one a restart resumes from.
 
 Every rank checkpoints as the HF Trainer does (DeepSpeed writes each rank's shard); rank 0
-alone decides which checkpoint is complete, and tells the other ranks.
+alone decides which checkpoint is complete and trusted, and tells the other ranks.
+
+Trust: the trial's checkpoint folder is created 0700 inside RESULTS and must be the user's own
+(`ftsweep.trust`); a checkpoint is resumed from only when its signed manifest
+(`ftsweep.trial.manifest`) matches its files. One that does not (edited, planted, or written
+without a manifest) is never loaded: it is renamed `refused-checkpoint-N` (kept for a look,
+out of the Trainer's sight), a warning names it, and the trial resumes from the checkpoint
+before it, or from step 0. A checkpoint folder that is not private fails the trial.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import sys
 from pathlib import Path
 
 from ftsweep.config import Config
 from ftsweep.tracking.store import experiment_name
+
+REFUSED_PREFIX = "refused-"
 
 
 def checkpoint_dir(cfg: Config, trial_id: str) -> Path:
@@ -19,30 +30,67 @@ def checkpoint_dir(cfg: Config, trial_id: str) -> Path:
     return cfg.results_path / "checkpoints" / experiment_name(cfg) / trial_id
 
 
+def prepare_checkpoint_dir(cfg: Config, folder: Path) -> Path:
+    """The checkpoint folder and those between it and RESULTS, created 0700 and checked."""
+    from ftsweep.trust import private_dir
+
+    root = cfg.results_path
+    if not folder.is_relative_to(root):
+        return private_dir(folder, "the trial's checkpoint folder")
+    return private_dir(folder, "the trial's checkpoint folder", root=root)
+
+
 def last_checkpoint(folder: Path | None) -> Path | None:
-    """The newest checkpoint saved to the end, or None.
+    """The newest checkpoint saved to the end and signed by this user, or None.
 
     The Trainer writes trainer_state.json last, so a worker killed mid-save leaves a newer folder
     without a readable one: it is removed, and the trial resumes from the checkpoint before it.
+    A checkpoint whose manifest does not match is set aside, never loaded (module docstring).
     """
     from transformers.trainer import TRAINER_STATE_NAME
     from transformers.trainer_utils import sort_checkpoints
 
+    from ftsweep.trial.manifest import MANIFEST_NAME, CheckpointRefused, verify_manifest
+    from ftsweep.trust import check_private, secret_key
+
     if folder is None or not folder.is_dir():
         return None
+    check_private(folder, "the trial's checkpoint folder", follow=False)
+    key = secret_key()
     # The Trainer's own ordering (by step, oldest first), the one it rotates checkpoints by.
     for path in map(Path, reversed(sort_checkpoints(str(folder)))):
+        if not path.is_symlink() and path.is_dir() and not (path / MANIFEST_NAME).exists():
+            try:
+                json.loads((path / TRAINER_STATE_NAME).read_text())
+            except (OSError, ValueError):
+                shutil.rmtree(path, ignore_errors=True)  # half-written: the save was cut short
+                continue
         try:
-            json.loads((path / TRAINER_STATE_NAME).read_text())
+            verify_manifest(path, key)
             return path
-        except (OSError, ValueError):
-            shutil.rmtree(path, ignore_errors=True)
+        except (CheckpointRefused, OSError) as exc:
+            _set_aside(path, str(exc))
     return None
+
+
+def _set_aside(path: Path, why: str) -> None:
+    target = path.with_name(REFUSED_PREFIX + path.name)
+    n = 1
+    while target.exists() or target.is_symlink():
+        n += 1
+        target = path.with_name(f"{REFUSED_PREFIX}{n}-{path.name}")
+    os.rename(path, target)
+    print(
+        f"ftsweep: warning: checkpoint {path} refused, not loaded: {why}; moved to {target.name} "
+        "(the trial resumes from an earlier checkpoint or from step 0)",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def resume_point(folder: Path | None, rank: int, world: int) -> Path | None:
     """The checkpoint every rank resumes from: rank 0's choice (it alone removes half-written
-    ones), broadcast to the group."""
+    ones and sets refused ones aside), broadcast to the group."""
     if world == 1:
         return last_checkpoint(folder)
     import torch.distributed as dist

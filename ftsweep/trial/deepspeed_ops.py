@@ -15,7 +15,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from ftsweep.models.builtin import cache_dir
+from ftsweep.models.builtin import cache_dir, trusted_cache_dir
 
 OP_BUILDER = "ShareMemCommBuilder"
 
@@ -38,7 +38,13 @@ def load_deepspeed_ops() -> str | None:
     builder = get_accelerator().create_op_builder(OP_BUILDER)
     if builder is None or not __compatible_ops__.get(builder.NAME, False):
         return None
-    root.mkdir(parents=True, exist_ok=True)
+    # torch loads the shared object it builds here: a folder of the user's alone.
+    from ftsweep.trust import private_dir
+
+    if root.is_relative_to(cache_dir()):
+        private_dir(root, "torch's extensions folder", root=trusted_cache_dir())
+    else:
+        private_dir(root, "torch's extensions folder (TORCH_EXTENSIONS_DIR)")
     with open(root / "ftsweep.lock", "w") as guard:
         fcntl.flock(guard, fcntl.LOCK_EX)
         (root / builder.name / "lock").unlink(missing_ok=True)

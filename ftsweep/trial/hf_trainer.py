@@ -74,6 +74,11 @@ def training_arguments(
     import torch
     from transformers import TrainingArguments
 
+    if checkpoints:
+        from ftsweep.trial.checkpoints import prepare_checkpoint_dir
+
+        # Created 0700 inside RESULTS: what is resumed from must be the user's alone.
+        prepare_checkpoint_dir(cfg, Path(checkpoints))
     ds = cfg.method.spec.deepspeed_config(cfg.method)
     if ds is not None:
         from ftsweep.trial.deepspeed_ops import load_deepspeed_ops
@@ -99,8 +104,10 @@ def training_arguments(
         eval_strategy="steps" if cfg.train.eval_every else "no",
         eval_steps=cfg.train.eval_every,
         report_to="none",
+        # A seed varies what a seed should: adapter init and the order of the data (data.seed
+        # fixes which examples exist and which are held out).
         seed=cfg.train.seed,
-        data_seed=cfg.data.seed,
+        data_seed=cfg.train.seed,
         bf16=cfg.train.precision == "bf16",
         fp16=cfg.train.precision == "fp16",
         use_cpu=not torch.cuda.is_available(),

@@ -21,6 +21,7 @@ from ftsweep.tracking.record import TAG_RESUMED_FROM, RunRecorder
 from ftsweep.trial.checkpoints import checkpoint_dir, checkpoint_step, resume_point
 from ftsweep.trial.environment import trial_environment
 from ftsweep.trial.hf_trainer import Reporter, progress_callback, trainer_class, training_arguments
+from ftsweep.trial.manifest import manifest_callback
 from ftsweep.trial.measure import PeakMemory, TrainedTokens, group_metrics
 
 
@@ -31,9 +32,10 @@ class TrialInputs:
     model_path: str
     tokenizer: object
     task: object
-    eval_examples: list
+    eval_examples: list  # the validation split: quality, what runs are selected on
+    test_examples: list  # the test split: test_quality, never used for selection
     train_set: object
-    eval_set: object
+    eval_set: object  # the validation split, tokenized: eval_loss
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ def prepare_inputs(cfg: Config) -> TrialInputs:
     import torch
     from transformers import AutoTokenizer, set_seed
 
-    from ftsweep.data.tasks import get_task
+    from ftsweep.data.tasks import get_task, three_way_split
     from ftsweep.data.tokenize import TokenizedDataset
     from ftsweep.models.builtin import resolve_model_path
 
@@ -65,15 +67,35 @@ def prepare_inputs(cfg: Config) -> TrialInputs:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     task = get_task(cfg.data)
-    train_examples, eval_examples = task.split(cfg.data.num_train, cfg.data.num_eval, cfg.data.seed)
+    splits = three_way_split(task, cfg.data)
     return TrialInputs(
         model_path=path,
         tokenizer=tokenizer,
         task=task,
-        eval_examples=eval_examples,
-        train_set=TokenizedDataset(tokenizer, train_examples, cfg.train.seq_len),
-        eval_set=TokenizedDataset(tokenizer, eval_examples, cfg.train.seq_len),
+        eval_examples=splits.validation,
+        test_examples=splits.test,
+        train_set=TokenizedDataset(tokenizer, splits.train, cfg.train.seq_len),
+        eval_set=TokenizedDataset(tokenizer, splits.validation, cfg.train.seq_len),
     )
+
+
+def score_and_log_examples(cfg: Config, model, inputs: TrialInputs, run, workdir: Path) -> dict:
+    """Quality of both held-out splits with their intervals; the per-example scores go to the
+    run as `scores/scores.json`."""
+    import json
+
+    from ftsweep.data.evaluate import score_splits
+
+    splits = {"validation": inputs.eval_examples, "test": inputs.test_examples}
+    t = cfg.train
+    metrics, per_example = score_splits(
+        model, inputs.tokenizer, inputs.task, splits, t.eval_batch_size, t.max_new_tokens
+    )
+    folder = workdir / "scores"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "scores.json").write_text(json.dumps(per_example))
+    run.log_artifacts(folder, "scores")
+    return metrics
 
 
 def train_and_evaluate(
@@ -138,7 +160,11 @@ def _train(cfg, inputs, run, report, rank: Rank, workdir: Path, checkpoints, sho
         train_dataset=inputs.train_set,
         eval_dataset=inputs.eval_set,
         data_collator=PadCollator(inputs.tokenizer.pad_token_id),
-        callbacks=[progress_callback(run if rank.records else None, report, counter)],
+        # Progress to the run and the scheduler; each checkpoint signed as it is written.
+        callbacks=[
+            progress_callback(run if rank.records else None, report, counter),
+            manifest_callback(),
+        ],
     )
     resume_from = resume_point(checkpoints, rank.rank, rank.world)
     if resume_from and rank.records:
@@ -165,8 +191,7 @@ def _gather(own: dict, rank: Rank) -> list[dict]:
 
 
 def _score(cfg: Config, inputs: TrialInputs, trained: _Trained, run: RunRecorder) -> dict:
-    """Quality over every evaluation example, forgetting, and the artifact (rank 0 only)."""
-    from ftsweep.data.evaluate import task_quality
+    """Quality over every held-out example, forgetting, and the artifact (rank 0 only)."""
     from ftsweep.data.forgetting import general_text_loss
     from ftsweep.methods.loading import folder_size_mb
 
@@ -179,20 +204,12 @@ def _score(cfg: Config, inputs: TrialInputs, trained: _Trained, run: RunRecorder
         # a plain copy (loading under the live ZeRO-3 config would partition it again).
         unset_hf_deepspeed_config()
         model = AutoModelForCausalLM.from_pretrained(trained.artifact_dir, use_safetensors=True)
-    t = cfg.train
-    quality = task_quality(
-        model,
-        inputs.tokenizer,
-        inputs.task,
-        inputs.eval_examples,
-        t.eval_batch_size,
-        t.max_new_tokens,
-    )
+    scores = score_and_log_examples(cfg, model, inputs, run, trained.artifact_dir.parent)
     forgetting = general_text_loss(model, inputs.tokenizer) - trained.general_loss_before
     if cfg.method.is_adapter:
         run.log_artifacts(trained.artifact_dir, "adapter")
     return {
-        "quality": quality,
+        **scores,
         "eval_loss": trained.own["eval_loss"],
         "forgetting": forgetting,
         "trainable_params": trained.trainable,

@@ -2,12 +2,17 @@
 
 Built-in tasks are deterministic, offline example generators (`format`, `knowledge`, `domain`),
 each with a `difficulty`; `jsonl` reads the user's own data. Every task yields prompt/completion
-pairs for training and a held-out set for evaluation that shares no prompt with training, and
-scores a generated completion against the reference with a number in [0, 1].
+pairs for training and a held-out set that shares no prompt with training, and scores a
+generated completion against the reference with a number in [0, 1]. `three_way_split` cuts the
+held-out set into a validation split (what runs are selected on) and a test split (scored for
+every finished run, never used to select one).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -49,6 +54,38 @@ class Task(Protocol):
 
     def score(self, prediction: str, reference: str) -> float:
         """Quality of one generated completion in [0, 1]."""
+
+
+def example_id(example: Example) -> str:
+    """A stable id of what an example asks: the same in every run with the same inputs."""
+    text = json.dumps([example.context or example.prompt, example.plain], ensure_ascii=False)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: list[Example]
+    validation: list[Example]
+    test: list[Example]
+
+
+def three_way_split(task: Task, data: DataConfig) -> Splits:
+    """Train, validation and test examples: the task's held-out set (data.num_eval +
+    data.num_test asked for) shuffled by data.seed and cut in that proportion, so both held-out
+    splits share nothing with training and neither is easier by construction."""
+    from ftsweep.config import ConfigError
+
+    train, held_out = task.split(data.num_train, data.num_eval + data.num_test, data.seed)
+    held_out = list(held_out)
+    if len(held_out) < 2:
+        raise ConfigError(
+            f"data: only {len(held_out)} held-out example(s); a validation and a test split "
+            "need at least two (raise data.num_eval/data.num_test or give more data)"
+        )
+    random.Random(data.seed).shuffle(held_out)
+    wanted = round(len(held_out) * data.num_eval / (data.num_eval + data.num_test))
+    cut = min(max(1, wanted), len(held_out) - 1)
+    return Splits(train, held_out[:cut], held_out[cut:])
 
 
 def builtin_tasks() -> dict[str, type]:

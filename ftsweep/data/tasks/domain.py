@@ -116,6 +116,9 @@ def is_eval_problem(problem: str) -> bool:
 class TriageTask:
     name = "domain"
     metric = "field_accuracy"
+    # Bumped whenever the same config would generate other examples: runs of another
+    # version are other inputs (see ftsweep.tracking.fingerprint).
+    version = 1
 
     def __init__(self, difficulty: str = "medium"):
         self.difficulty = difficulty

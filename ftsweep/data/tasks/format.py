@@ -143,6 +143,9 @@ INSTRUCTION = instruction(KEYS["medium"])
 class FormatTask:
     name = "format"
     metric = "json_exact_match"
+    # Bumped whenever the same config would generate other examples: runs of another
+    # version are other inputs (see ftsweep.tracking.fingerprint).
+    version = 1
 
     def __init__(self, difficulty: str = "medium"):
         self.difficulty = difficulty

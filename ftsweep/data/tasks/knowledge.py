@@ -89,6 +89,9 @@ class Fact:
 class KnowledgeTask:
     name = "knowledge"
     metric = "exact_match"
+    # Bumped whenever the same config would generate other examples: runs of another
+    # version are other inputs (see ftsweep.tracking.fingerprint).
+    version = 1
 
     def __init__(self, difficulty: str = "medium"):
         self.difficulty = difficulty

@@ -185,7 +185,8 @@ class UserDataTask:
                     f"data.path={self.data.path}: one example cannot be split into train and eval"
                 )
             fraction = self.data.eval_fraction or DEFAULT_EVAL_FRACTION
-            held = min(num_eval, max(1, round(fraction * len(train))), len(train) - 1)
+            # at least two: a validation and a test example
+            held = min(num_eval, max(2, round(fraction * len(train))), len(train) - 1)
             order = list(range(len(train)))
             rng.shuffle(order)
             eval_set = [train[i] for i in sorted(order[:held])]
