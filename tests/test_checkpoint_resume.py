@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import ftsweep.trial.recipe as trial
+from ftsweep.planning.cost import run_cost_usd
 from ftsweep.tracking.record import TAG_FAILURES, TAG_RESUMED_FROM, TAG_STOP_REASON
 from ftsweep.tracking.store import get_client, tracking_uri
 from ftsweep.trial.checkpoints import checkpoint_dir
@@ -67,6 +68,15 @@ def test_a_broken_off_trial_resumes_from_its_checkpoint_in_the_same_run(tiny_con
     history = client.get_metric_history(result.run_id, "train_loss")
     assert sorted(m.step for m in history) == [1, 2, 3, 4]  # as many steps as an unbroken trial
     assert not folder.exists()  # finished: the checkpoints are gone
+    # Both attempts are paid for: the one that broke off and the one that finished.
+    attempts = {
+        m.step: m.value for m in client.get_metric_history(result.run_id, "attempt_wall_time_s")
+    }
+    assert sorted(attempts) == [0, 1] and all(s > 0 for s in attempts.values())
+    metrics = run.data.metrics
+    assert metrics["wall_time_s"] == pytest.approx(sum(attempts.values()))
+    assert metrics["lost_wall_time_s"] == pytest.approx(attempts[0])
+    assert metrics["cost_usd"] == pytest.approx(run_cost_usd(metrics["wall_time_s"], cfg.hardware))
 
 
 def test_no_checkpoint_of_the_last_step_and_none_when_turned_off(tiny_config, monkeypatch):

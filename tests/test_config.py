@@ -242,17 +242,20 @@ def test_tracking_uri_mlflow_cannot_use_is_one_line(uri, problem):
 
 
 @pytest.mark.parametrize(
-    "uri",
+    ("uri", "kept"),
     [
-        "sqlite:///results/mlflow.db",
-        "http://localhost:5000",
-        "https://u:pw@mlflow.example.com",
-        "file:///tmp/mlruns",
-        "postgresql://mlflow:pw@db:5432/mlflow",
+        ("sqlite:///results/mlflow.db", "sqlite:///results/mlflow.db"),
+        ("http://localhost:5000", "http://localhost:5000"),
+        # Credentials move to the environment (tests/test_security.py); the config keeps the rest.
+        ("https://u:pw@mlflow.example.com", "https://mlflow.example.com"),
+        ("file:///tmp/mlruns", "file:///tmp/mlruns"),
+        ("postgresql://mlflow:pw@db:5432/mlflow", "postgresql://mlflow@db:5432/mlflow"),
     ],
 )
-def test_usable_tracking_uris_pass(uri):
-    assert compose([f"tracking.uri={uri}"]).tracking.uri == uri
+def test_usable_tracking_uris_pass(uri, kept, monkeypatch):
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "PGPASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    assert compose([f"tracking.uri={uri}"]).tracking.uri == kept
 
 
 def test_tracking_schemes_are_ones_mlflow_registers():

@@ -112,3 +112,34 @@ def test_train_exits_non_zero_with_one_clear_line_on_divergence(
     text = out.out + out.err
     assert "Traceback" not in text
     assert "diverged" in text and "nan at step 3" in text
+
+
+@pytest.mark.parametrize(
+    "raised, status, reason",
+    [
+        (TrialDiverged("train loss became nan at step 1"), "FAILED", "diverged"),
+        (SystemExit(), "FINISHED", "early_stopped"),
+        (KeyboardInterrupt(), "KILLED", "interrupted"),
+    ],
+)
+def test_a_run_that_did_not_complete_is_still_priced(
+    tiny_config, monkeypatch, raised, status, reason
+):
+    import time
+
+    import ftsweep.trial.recipe as trial
+    from ftsweep.planning.cost import run_cost_usd
+
+    def spend_then_raise(*args, **kwargs):
+        time.sleep(0.3)
+        raise raised
+
+    monkeypatch.setattr(trial, "train_and_evaluate", spend_then_raise)
+    cfg = tiny_config(f"sweep.name=priced-{reason}")
+    with pytest.raises(type(raised)):
+        run_trial(cfg)
+    run = _only_run(cfg)
+    assert (run.info.status, run.data.tags[TAG_STOP_REASON]) == (status, reason)
+    wall = run.data.metrics["wall_time_s"]
+    assert wall >= 0.3
+    assert run.data.metrics["cost_usd"] == pytest.approx(run_cost_usd(wall, cfg.hardware))

@@ -93,6 +93,11 @@ def test_a_trial_whose_worker_is_killed_resumes_and_the_others_complete(tmp_path
         assert sorted(steps) == list(range(1, MAX_STEPS + 1)), run.info.run_name
     killed = client.get_run(run_id)
     assert killed.data.tags[TAG_FAILURES] == "1"
+    # The killed attempt could not record its end: it is priced up to the last thing it logged.
+    attempts = {m.step: m.value for m in client.get_metric_history(run_id, "attempt_wall_time_s")}
+    assert sorted(attempts) == [0, 1] and attempts[0] > 0
+    assert killed.data.metrics["lost_wall_time_s"] == pytest.approx(attempts[0])
+    assert killed.data.metrics["wall_time_s"] == pytest.approx(sum(attempts.values()))
     assert int(killed.data.tags[TAG_RESUMED_FROM]) >= 5
     assert killed.data.tags[TAG_WORKER].rsplit(":", 1)[1] != str(pid)  # a new worker finished it
     assert [r.data.tags.get(TAG_FAILURES) for r in trials if r.info.run_id != run_id] == [None] * 2

@@ -163,7 +163,9 @@ class RunRecorder:
     def attach(cls, uri: str, run_id: str, logged_steps: dict[str, int] | None = None):
         return cls(get_client(uri), run_id, logged_steps)
 
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+    def log_metrics(self, metrics: dict[str, float], step: int, replace: bool = False) -> None:
+        """Metrics at a step; steps a resumed run already has are skipped unless `replace`
+        (a newer value for the same step, such as a total over attempts)."""
         from mlflow.entities import Metric
 
         # One timestamp for the batch, kept across retries: a batch the store took before a
@@ -174,7 +176,7 @@ class RunRecorder:
             for k, v in metrics.items()
             if v is not None
             and math.isfinite(float(v))
-            and step > self.logged_steps.get(k, -1)  # not already logged before a resume
+            and (replace or step > self.logged_steps.get(k, -1))  # not logged before a resume
         ]
         if batch:
             self.client.log_batch(self.run_id, metrics=batch)

@@ -13,6 +13,7 @@ import time
 
 from ftsweep.config import Config
 from ftsweep.tracking.record import TrialRun
+from ftsweep.trial.attempts import begin_attempt, close_attempt
 from ftsweep.trial.checkpoints import checkpoint_dir
 from ftsweep.trial.environment import release_memory
 from ftsweep.trial.hf_trainer import Reporter
@@ -55,6 +56,7 @@ def run_trial(
             trial_id, run.run_id, "FINISHED", "already_recorded", run.recorded_metrics()
         )
     started_at = time.time()
+    begin_attempt(run, started_at)
     try:
         if cfg.method.group_size > 1:
             from ftsweep.trial.workers import train_on_workers
@@ -67,6 +69,10 @@ def run_trial(
                 cfg, trial_id, run, report, started_at=started_at, show_progress=show_progress
             )
     except BaseException as exc:
+        try:
+            close_attempt(cfg, run, started_at)  # what the attempt cost, whatever ended it
+        except Exception:  # the store may be what failed: the failure itself matters more
+            pass
         cause = record_failure(cfg, run, exc)
         if cause is exc:
             raise
@@ -76,6 +82,7 @@ def run_trial(
     finally:
         if cfg.method.group_size == 1:
             release_memory()
+    metrics |= close_attempt(cfg, run, started_at, metrics.get("wall_time_s"))
     run.finish("FINISHED", "completed")
     return TrialResult(trial_id, run.run_id, "FINISHED", "completed", metrics)
 

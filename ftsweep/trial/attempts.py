@@ -1,0 +1,69 @@
+"""Every second a trial spends is priced: each attempt's wall time, and the run's total.
+
+A trial that broke off (a lost worker, a killed node) and resumed from its checkpoint ran more
+than once; its run records each attempt's wall time (`attempt_wall_time_s`, step = the
+attempt's number, 0 first) and `wall_time_s`/`cost_usd` as their sum, with `lost_wall_time_s`
+the part spent before the last attempt. An attempt whose process was killed could not record
+its own end: its time runs from its start (`attempt_started_at`) to the last thing it logged
+(train loss every `train.log_every` steps), a lower bound of what it cost.
+
+Runs that stopped early, failed or were interrupted are priced the same way, so the budget and
+the report see every attempt.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ftsweep.config import Config
+
+ATTEMPT_START = "attempt_started_at"  # epoch seconds, step = attempt number
+ATTEMPT_TIME = "attempt_wall_time_s"  # seconds, step = attempt number
+
+
+def begin_attempt(run, started_at: float) -> None:
+    run.log_metrics({ATTEMPT_START: started_at}, step=run.failures)
+
+
+def earlier_attempts_s(run) -> list[float]:
+    """Wall time of each attempt before this one (recorded, or estimated from what it logged)."""
+    if run.failures == 0:
+        return []
+    client, run_id = run.client, run.run_id
+    recorded = {m.step: m.value for m in client.get_metric_history(run_id, ATTEMPT_TIME)}
+    starts = {m.step: m.value for m in client.get_metric_history(run_id, ATTEMPT_START)}
+    stamps = sorted(
+        m.timestamp / 1000
+        for key in client.get_run(run_id).data.metrics
+        if key not in (ATTEMPT_START, ATTEMPT_TIME)
+        for m in client.get_metric_history(run_id, key)
+    )
+    times = []
+    for attempt in range(run.failures):
+        if attempt in recorded:
+            times.append(recorded[attempt])
+            continue
+        start = starts.get(attempt)
+        end = starts.get(attempt + 1, float("inf"))
+        logged = [s for s in stamps if start is not None and start <= s < end]
+        times.append(max(logged) - start if logged else 0.0)
+    return times
+
+
+def close_attempt(cfg: Config, run, started_at: float, this_s: float | None = None) -> dict:
+    """This attempt's time and the run's totals, logged; `this_s` defaults to the time since
+    `started_at`."""
+    from ftsweep.planning.cost import run_cost_usd
+
+    this_s = time.time() - started_at if this_s is None else this_s
+    before = earlier_attempts_s(run)
+    total = sum(before) + this_s
+    run.log_metrics({ATTEMPT_TIME: this_s}, step=run.failures)
+    totals = {
+        "wall_time_s": total,
+        "lost_wall_time_s": sum(before),
+        # every device the trial held, for every attempt: num_workers x devices_per_trial
+        "cost_usd": cfg.method.group_size * run_cost_usd(total, cfg.hardware),
+    }
+    run.log_metrics(totals, step=cfg.train.max_steps, replace=True)
+    return totals
