@@ -213,7 +213,10 @@ def cmd_plan(overrides: list[str], extra: dict[str, str]) -> int:
 
     cfg = compose(overrides, check_data=False)
     from ftsweep.methods import method_names
+    from ftsweep.planning.fit import rows_used
+    from ftsweep.planning.measured import measured_rows
     from ftsweep.planning.plan import Workload, format_plan_table, plan, write_plan_json
+    from ftsweep.tracking.store import tracking_uri
 
     try:
         numbers = {k: int(v) for k, v in extra.items()}
@@ -224,15 +227,26 @@ def cmd_plan(overrides: list[str], extra: dict[str, str]) -> int:
     workload_keys = {"examples", "tokens_per_example", "epochs"}
     workload = Workload(**{k: v for k, v in numbers.items() if k in workload_keys})
     chosen = {o.split("=", 1)[0] for o in overrides}
+    # The finished runs in RESULTS calibrate memory and speed where they match an option.
+    measured = measured_rows(tracking_uri(cfg), cfg.model.name)
     options = plan(
         cfg,
         # A method or hardware the user names narrows the plan; the defaults do not.
         methods=[cfg.method.name] if "method" in chosen else method_names(),
         hardware=[cfg.hardware.name] if "hardware" in chosen else None,
         workload=workload,
+        measured=measured or None,
         **({"max_gpus": numbers["max_gpus"]} if "max_gpus" in numbers else {}),
     )
     print(format_plan_table(options))
+    used = rows_used(options, measured)
+    if used:
+        names = ", ".join(f"{row['run_name']} ({row['run_id'][:8]})" for row in used)
+        print(f"calibrated from {len(used)} measured run{'s' * (len(used) > 1)}: {names}")
+    else:
+        print(
+            "not calibrated: no finished run of this model in the results store matches an option"
+        )
     path = write_plan_json(options, cfg.results_path / "plan.json")
     print(f"plan: {path}")
     return 0

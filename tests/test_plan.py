@@ -360,3 +360,23 @@ def test_calibration_matches_full_runs_by_their_zero_layout():
     )
     assert calibrate(options, [{**row, "zero_stage": "3"}]) != options  # ZeRO-3 ran: matched too
     assert calibrate(options, [{**row, "offload": "True"}]) == options  # no offload layout on CPU
+
+
+def test_the_plan_learns_from_the_runs_in_the_results_store(tiny_overrides, tmp_path, capsys):
+    """After a measured run, `ftsweep plan` calibrates the matching option and names the run."""
+    from ftsweep.cli import main
+    from ftsweep.trial.run import run_trial
+
+    args = [*tiny_overrides, "method=full", "hardware=cpu", f"results_dir={tmp_path}"]
+    assert main(["plan", *args]) == 0
+    before = json.loads((tmp_path / "plan.json").read_text())
+    assert "not calibrated" in capsys.readouterr().out
+
+    result = run_trial(compose([*args, "method.zero_stage=0"]))
+    assert main(["plan", *args]) == 0
+    out = capsys.readouterr().out
+    assert "calibrated from 1 measured run" in out and result.run_id[:8] in out
+    after = json.loads((tmp_path / "plan.json").read_text())
+    changed = [(b, a) for b, a in zip(before, after, strict=True) if a.get("calibrated")]
+    assert changed, "no option was calibrated"
+    assert all(b["est_peak_gb_per_gpu"] != a["est_peak_gb_per_gpu"] for b, a in changed)

@@ -116,3 +116,8 @@ def _number(value) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if number == number and number not in (float("inf"), float("-inf")) else None
+
+
+def rows_used(options: list[PlanOption], measured: list[dict]) -> list[dict]:
+    """The measured rows that calibrate some option (those `calibrate` learns from)."""
+    return [row for row in measured if any(_ran_as(row, o) for o in options)]
