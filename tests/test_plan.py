@@ -193,7 +193,8 @@ def test_gpus_get_16_bit_mixed_precision_and_the_cpu_keeps_train_precision(llama
 def test_full_layouts_cover_zero_stages_offload_and_gpu_counts(llama7b):
     options = plan(llama7b, methods=["full"], hardware=["a100-80gb", "cpu"], max_gpus=4)
     gpu = {(o.zero_stage, o.offload, o.num_gpus) for o in options if o.gpu == "a100-80gb"}
-    assert len(gpu) == 5 * 4 and (3, True, 4) in gpu
+    # batch 4 splits over 1, 2 or 4 GPUs, not 3: the trainer would refuse that layout
+    assert len(gpu) == 5 * 3 and (3, True, 4) in gpu and not any(n == 3 for _, _, n in gpu)
     cpu = {(o.zero_stage, o.offload, o.num_gpus) for o in options if o.gpu == "cpu"}
     assert cpu == {(0, False, 1), (2, False, 1), (3, False, 1)}
 
@@ -296,7 +297,8 @@ def test_check_fits_passes_qlora_7b_on_a_t4_and_the_default_cpu_trial():
 
 
 def test_check_fits_counts_every_cpu_worker_on_the_one_machine():
-    one = compose(["method=full", "train.batch_size=8", "train.seq_len=512"])
+    # one process fits; four each hold a whole model (and a quarter of the batch) on one machine
+    one = compose(["method=full", "train.batch_size=8", "train.seq_len=1024"])
     assert check_fits(one) is None
     many = one.with_method(num_workers=4)
     message = check_fits(many)
@@ -380,3 +382,36 @@ def test_the_plan_learns_from_the_runs_in_the_results_store(tiny_overrides, tmp_
     changed = [(b, a) for b, a in zip(before, after, strict=True) if a.get("calibrated")]
     assert changed, "no option was calibrated"
     assert all(b["est_peak_gb_per_gpu"] != a["est_peak_gb_per_gpu"] for b, a in changed)
+
+
+def test_every_layout_the_plan_offers_is_one_the_trainer_accepts():
+    """The plan and the trainer share one rule: the global batch split evenly over devices."""
+    from ftsweep.trial.workers import worker_config
+
+    cfg = compose(["model=llama-2-7b", "method=full"])
+    options = plan(cfg, methods=["full"], hardware=["a100-80gb"])
+    layouts = {(o.num_gpus, o.zero_stage, o.offload) for o in options}
+    assert {n for n, _, _ in layouts} == {1, 2, 4}  # batch 4: 3, 5, 6, 7 and 8 GPUs cannot split it
+    for n, stage, offload in layouts:
+        trial = compose(
+            [
+                "model=llama-2-7b",
+                "method=full",
+                f"method.num_workers={n}",
+                f"method.zero_stage={stage}",
+                f"method.offload={str(offload).lower()}",
+            ]
+        )
+        per_worker = worker_config(trial, n)  # raises for a layout the trainer refuses
+        assert per_worker.train.batch_size * n == cfg.train.batch_size
+    eight = compose(["model=llama-2-7b", "method=full", "train.batch_size=16"])
+    assert 8 in {o.num_gpus for o in plan(eight, methods=["full"], hardware=["a100-80gb"])}
+
+
+def test_activations_are_sized_for_each_devices_share_of_the_batch():
+    cfg = compose(["model=llama-2-7b", "method=full", "train.batch_size=8"])
+    options = plan(cfg, methods=["full"], hardware=["a100-80gb"])
+    by_gpus = {o.num_gpus: o for o in options if o.zero_stage == 3 and not o.offload}
+    assert by_gpus[2].breakdown_gb["activations"] == pytest.approx(
+        by_gpus[1].breakdown_gb["activations"] / 2, rel=1e-3
+    )

@@ -35,6 +35,7 @@ from ftsweep.planning.cost import (
     offload_seconds_per_step,
 )
 from ftsweep.planning.fit import calibrate
+from ftsweep.planning.layout import per_device_batch, splits_evenly
 from ftsweep.planning.memory import BYTES, Memory, activation_gb, adapter_params
 from ftsweep.planning.option import PlanOption, mark_cheapest, runs_per_dollar
 from ftsweep.planning.settings import (
@@ -80,7 +81,7 @@ def estimate(
     """One option's memory, speed and cost."""
     spec = get_method(method)
     adapter = spec.is_adapter
-    memory = _memory(s, hardware, spec, zero_stage, offload, num_gpus)
+    memory = _memory(s, hardware, spec, zero_stage, offload, num_gpus * processes_per_device)
     # Ray Train workers on one CPU machine each hold a whole process
     peak = memory.total * processes_per_device
     tokens_per_step, step_s = _step(s, hardware, spec, num_gpus, zero_stage, offload)
@@ -120,12 +121,15 @@ def _memory(
     spec: Method,
     zero_stage: int | None,
     offload: bool,
-    num_gpus: int,
+    processes: int,
 ) -> Memory:
-    """One process's peak on one device: the method's states, the activations, the runtime."""
-    state = spec.state_memory(s.arch, s.precision, s.adapter, zero_stage, offload, num_gpus)
+    """One process's peak on one device: the method's states, the activations of its share of
+    the batch (the global batch split over every data-parallel process), the runtime."""
+    shards = processes if hardware.device != "cpu" else 1  # one CPU machine holds every copy
+    state = spec.state_memory(s.arch, s.precision, s.adapter, zero_stage, offload, shards)
     adapter = s.adapter if spec.trains_adapter() else None
-    activations = activation_gb(s.arch, s.batch_size * s.seq_len, BYTES[s.precision], adapter)
+    tokens = per_device_batch(s.batch_size, processes) * s.seq_len
+    activations = activation_gb(s.arch, tokens, BYTES[s.precision], adapter)
     runtime = CPU_RUNTIME_GB if hardware.device == "cpu" else GPU_RUNTIME_GB
     return replace(state, activations=activations, runtime=runtime)
 
@@ -138,11 +142,12 @@ def _step(
     zero_stage: int | None,
     offload: bool,
 ) -> tuple[int, float]:
-    """Tokens one optimizer step trains on (every GPU's), and the seconds it takes."""
+    """Tokens one optimizer step trains on (the global batch, split over the GPUs), and the
+    seconds it takes."""
     context = s.workload.context(s.seq_len)
     trained = adapter_params(s.arch, s.adapter) if spec.trains_adapter() else 0
     flops = spec.flops_per_token(s.arch, context, trained)
-    tokens = s.batch_size * context * s.grad_accum * num_gpus
+    tokens = s.batch_size * context * s.grad_accum
     speed = compute_tokens_per_s(flops, hardware, spec.speed_factor, num_gpus, zero_stage)
     seconds = tokens / speed
     if offload:
@@ -184,7 +189,9 @@ def plan(
         s = replace(base, precision=plan_precision(cfg, hw, precision))
         for method in methods:
             for n, stage, offload in get_method(method).plan_layouts(hw.device == "cpu", max_gpus):
-                options.append(estimate(s, hw, method, n, stage, offload))
+                # only layouts the trainer accepts: the global batch split evenly over n GPUs
+                if splits_evenly(s.batch_size, n):
+                    options.append(estimate(s, hw, method, n, stage, offload))
     return calibrate(options, measured) if measured else mark_cheapest(options)
 
 

@@ -58,7 +58,10 @@ def close_attempt(cfg: Config, run, started_at: float, this_s: float | None = No
     this_s = time.time() - started_at if this_s is None else this_s
     before = earlier_attempts_s(run)
     total = sum(before) + this_s
-    run.log_metrics({ATTEMPT_TIME: this_s}, step=run.failures)
+    # an attempt that was killed before it could record its time gets its estimate recorded
+    for attempt, seconds in enumerate(before):
+        run.log_metrics({ATTEMPT_TIME: seconds}, step=attempt, replace=True)
+    run.log_metrics({ATTEMPT_TIME: this_s}, step=run.failures, replace=True)
     totals = {
         "wall_time_s": total,
         "lost_wall_time_s": sum(before),

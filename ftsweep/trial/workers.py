@@ -15,7 +15,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ftsweep.config import Config, ConfigError, validate
+from ftsweep.config import Config, validate
+from ftsweep.planning.layout import per_device_batch
 from ftsweep.tracking.record import TrialRun
 from ftsweep.trial.hf_trainer import Reporter
 
@@ -35,14 +36,9 @@ def worker_config(cfg: Config, num_workers: int, cpus_per_worker: int = 1) -> Co
     working directory.
     """
     train = cfg.train
-    if num_workers < 1:
-        raise ConfigError(f"num_workers={num_workers}: at least one worker is needed")
-    if train.batch_size % num_workers:
-        raise ConfigError(
-            f"train.batch_size={train.batch_size} is the sequences per optimizer step and must "
-            f"split evenly across {num_workers} workers; choose a multiple of {num_workers}"
-        )
-    per_worker = train.model_dump() | {"batch_size": train.batch_size // num_workers}
+    per_worker = train.model_dump() | {
+        "batch_size": per_device_batch(train.batch_size, num_workers)
+    }
     if cfg.hardware.device == "cpu":
         per_worker["threads"] = cpus_per_worker
     return validate(cfg.model_dump() | {"train": per_worker, "results_dir": str(cfg.results_path)})
