@@ -33,13 +33,18 @@ def test_group_metrics_sum_tokens_and_price_every_device(tiny_config):
         {"tokens_trained": 600, "train_time_s": 2.0, "peak_mem_gb": 1.5},
         {"tokens_trained": 400, "train_time_s": 2.5, "peak_mem_gb": 1.7},
     ]
-    metrics = group_metrics(workers, wall_time_s=3600.0, hardware=cfg.hardware)
+    metrics = group_metrics(workers, wall_time_s=3600.0, cfg=cfg)
     assert metrics["tokens_trained"] == 1000
     assert metrics["tokens_per_s"] == 1000 / 2.5  # the slowest worker sets the pace
     assert metrics["peak_mem_gb"] == 1.7
     assert metrics["devices"] == 2 * cfg.hardware.devices_per_trial
     # 2 devices x 1 hour x the price per device-hour
-    assert metrics["cost_usd"] == pytest.approx(2 * cfg.hardware.price_per_device_hour)
+    # one CPU machine rented for an hour, however many worker processes shared it
+    assert metrics["cost_usd"] == pytest.approx(cfg.hardware.price_per_device_hour)
+    on_gpus = tiny_config(*ZERO3, "hardware=a100-80gb")
+    gpu_cost = group_metrics(workers, wall_time_s=3600.0, cfg=on_gpus)["cost_usd"]
+    # two GPUs, each held for the hour
+    assert gpu_cost == pytest.approx(2 * on_gpus.hardware.price_per_device_hour)
     assert metrics["rank1_tokens_trained"] == 400
 
 

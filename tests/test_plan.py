@@ -415,3 +415,14 @@ def test_activations_are_sized_for_each_devices_share_of_the_batch():
     assert by_gpus[2].breakdown_gb["activations"] == pytest.approx(
         by_gpus[1].breakdown_gb["activations"] / 2, rel=1e-3
     )
+
+
+def test_a_trial_on_a_shared_cpu_machine_pays_for_its_share_of_the_cores(monkeypatch):
+    from ftsweep.planning.cost import trial_cost_usd
+
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    whole = compose(["hardware=cpu"])
+    half = compose(["hardware=cpu", "train.threads=1"])
+    hour = whole.hardware.price_per_device_hour
+    assert trial_cost_usd(whole, 3600) == pytest.approx(hour)
+    assert trial_cost_usd(half, 3600) == pytest.approx(hour / 2)  # two concurrent trials

@@ -8,7 +8,9 @@ it was read; model shapes in conf/model/*.yaml (`architecture`). The plan
 
 from __future__ import annotations
 
-from ftsweep.config import ArchitectureConfig, ConfigError, HardwareConfig
+import os
+
+from ftsweep.config import ArchitectureConfig, Config, ConfigError, HardwareConfig
 from ftsweep.config.compose import compose_group, group_options
 from ftsweep.planning.memory import BYTES
 
@@ -68,6 +70,19 @@ def run_cost_usd(wall_time_s: float, hardware: HardwareConfig) -> float:
     return cost_usd(
         hardware.devices_per_trial, wall_time_s / 3600.0, hardware.price_per_device_hour
     )
+
+
+def trial_cost_usd(cfg: Config, wall_time_s: float) -> float:
+    """What a trial rented for `wall_time_s`. A GPU trial holds its devices: workers x
+    devices_per_trial x hours x price. A CPU machine is rented whole and shared: a trial pays
+    the share of its cores it held (train.threads of os.cpu_count(); all of them when unset),
+    however many worker processes it ran them in."""
+    hw = cfg.hardware
+    if hw.device == "cpu":
+        cores = os.cpu_count() or 1
+        share = min(1.0, (cfg.train.threads or cores) / cores)
+        return share * run_cost_usd(wall_time_s, hw)
+    return cfg.method.group_size * run_cost_usd(wall_time_s, hw)
 
 
 def experiments_per_dollar(cost: float) -> float:

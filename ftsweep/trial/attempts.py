@@ -53,7 +53,7 @@ def earlier_attempts_s(run) -> list[float]:
 def close_attempt(cfg: Config, run, started_at: float, this_s: float | None = None) -> dict:
     """This attempt's time and the run's totals, logged; `this_s` defaults to the time since
     `started_at`."""
-    from ftsweep.planning.cost import run_cost_usd
+    from ftsweep.planning.cost import trial_cost_usd
 
     this_s = time.time() - started_at if this_s is None else this_s
     before = earlier_attempts_s(run)
@@ -65,8 +65,8 @@ def close_attempt(cfg: Config, run, started_at: float, this_s: float | None = No
     totals = {
         "wall_time_s": total,
         "lost_wall_time_s": sum(before),
-        # every device the trial held, for every attempt: num_workers x devices_per_trial
-        "cost_usd": cfg.method.group_size * run_cost_usd(total, cfg.hardware),
+        # what it rented, for every attempt (planning.cost.trial_cost_usd)
+        "cost_usd": trial_cost_usd(cfg, total),
     }
     run.log_metrics(totals, step=cfg.train.max_steps, replace=True)
     return totals

@@ -60,7 +60,7 @@ def _measure(cfg: Config, run: TrialRun) -> dict[str, float]:
 
     from ftsweep.data.forgetting import general_text_loss
     from ftsweep.methods.loading import load_base_model
-    from ftsweep.planning.cost import run_cost_usd
+    from ftsweep.planning.cost import trial_cost_usd
     from ftsweep.trial.recipe import prepare_inputs, score_and_log_examples
 
     started = time.perf_counter()
@@ -77,6 +77,6 @@ def _measure(cfg: Config, run: TrialRun) -> dict[str, float]:
         "forgetting": 0.0,  # nothing was trained
         "general_text_loss": general_text_loss(model, inputs.tokenizer),
         "wall_time_s": wall_time_s,
-        "cost_usd": run_cost_usd(wall_time_s, cfg.hardware),
+        "cost_usd": trial_cost_usd(cfg, wall_time_s),
         "trainable_params": 0,
     }

@@ -6,15 +6,15 @@ How a group's numbers are made from each rank's own (a single process is a group
 - `tokens_per_s` is that sum over the slowest rank's training time (ranks step together);
 - `peak_mem_gb` is the largest rank's peak (per device: what must fit on one device);
 - `wall_time_s` runs from just before the trial's processes were requested to rank 0's last
-  measurement, so start-up is paid for; `cost_usd` prices it on every device the group holds:
-  num_workers x hardware.devices_per_trial.
+  measurement, so start-up is paid for; `cost_usd` prices what was rented
+  (`ftsweep.planning.cost.trial_cost_usd`: GPUs per device, a CPU machine by its share).
 """
 
 from __future__ import annotations
 
 import threading
 
-from ftsweep.config import Config, HardwareConfig
+from ftsweep.config import Config
 from ftsweep.tracking.record import TAG_PEAK_MEM_GB, TAG_PLAN_PEAK_GB
 
 # What each rank measures of itself; the group's numbers are made from these.
@@ -81,14 +81,14 @@ class TrainedTokens:
 
 
 def group_metrics(
-    ranks: list[dict[str, float]], wall_time_s: float, hardware: HardwareConfig
+    ranks: list[dict[str, float]], wall_time_s: float, cfg: Config
 ) -> dict[str, float]:
     """Throughput, memory and cost of a trial from each rank's own measurements.
 
     `ranks[r]` holds rank r's `tokens_trained`, `train_time_s` and `peak_mem_gb`. A group of
     more than one also records the group's size and each rank's own numbers.
     """
-    from ftsweep.planning.cost import run_cost_usd
+    from ftsweep.planning.cost import trial_cost_usd
 
     num_workers = len(ranks)
     # Each rank trains its own shard: 2 workers x 1,000 tokens = 2,000 tokens.
@@ -102,11 +102,12 @@ def group_metrics(
         # What has to fit on one device: the largest rank's peak.
         "peak_mem_gb": max(r["peak_mem_gb"] for r in ranks),
         "wall_time_s": wall_time_s,
-        # num_workers x devices_per_trial devices, each held for the whole wall time.
-        "cost_usd": num_workers * run_cost_usd(wall_time_s, hardware),
+        # what the trial rented for its wall time (planning.cost.trial_cost_usd)
+        "cost_usd": trial_cost_usd(cfg, wall_time_s),
     }
     if num_workers > 1:
-        metrics |= {"num_workers": num_workers, "devices": num_workers * hardware.devices_per_trial}
+        devices = num_workers * cfg.hardware.devices_per_trial
+        metrics |= {"num_workers": num_workers, "devices": devices}
         for rank, own in enumerate(ranks):
             metrics |= {f"rank{rank}_{key}": own[key] for key in RANK_KEYS}
     return metrics

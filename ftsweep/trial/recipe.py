@@ -126,7 +126,7 @@ def train_and_evaluate(
         scores = _score(cfg, inputs, trained, run)
     # Rank 0's own peak now includes its evaluation.
     ranks[0]["peak_mem_gb"] = max(ranks[0]["peak_mem_gb"], memory.peak_gb)
-    metrics = {**scores, **group_metrics(ranks, time.time() - started_at, cfg.hardware)}
+    metrics = {**scores, **group_metrics(ranks, time.time() - started_at, cfg)}
     run.log_metrics(metrics, step=cfg.train.max_steps)
     if checkpoints:
         shutil.rmtree(checkpoints, ignore_errors=True)  # finished: nothing left to resume
