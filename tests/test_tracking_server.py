@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -21,7 +22,13 @@ from pathlib import Path
 import pytest
 
 from ftsweep.ops.postgres import LocalPostgres, postgres_bin_dir
-from ftsweep.ops.server import start_tracking_server, stop_tracking_server
+from ftsweep.ops.server import (
+    ServerError,
+    _check_user_can_serve,
+    service_user,
+    start_tracking_server,
+    stop_tracking_server,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -32,6 +39,18 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def server_user_kwargs(folder: Path) -> dict:
+    """Drop root where the service user can run this Python here; else keep root (a machine
+    whose interpreter lives under /root)."""
+    if os.geteuid() != 0:
+        return {}
+    try:
+        _check_user_can_serve(service_user(), [folder])
+        return {}
+    except ServerError:
+        return {"allow_root": True}
 
 
 @pytest.fixture(scope="module")
@@ -73,18 +92,54 @@ class Server:
             port=self.port,
             workers=2,
             log_file=self.root / "server.log",
+            **server_user_kwargs(self.root),
         )
 
 
 @pytest.fixture(scope="module")
-def server(postgres, tmp_path_factory):
-    root = tmp_path_factory.mktemp("tracking-server")
+def server(postgres):
+    root = Path(tempfile.mkdtemp(prefix="ftsweep-tracking-server-"))
+    root.chmod(0o755)  # where root is dropped, the service user must be able to enter it
     handle = Server(_free_port(), None, postgres.uri, root)
     handle.start()
     try:
         yield handle
     finally:
         stop_tracking_server(handle.process)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_mlflows_role_owns_its_database_and_nothing_else(postgres):
+    """MLflow logs in as an ordinary role: no superuser (which could read any file the cluster's
+    owner can, and run programs as it), no CREATEDB or CREATEROLE; it owns the mlflow database."""
+    import psycopg
+
+    from ftsweep.ops.postgres import ADMIN_ROLE
+
+    with postgres.admin_connection() as conn:
+        role = conn.execute(
+            "SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls "
+            "FROM pg_roles WHERE rolname = %s",
+            (postgres.user,),
+        ).fetchone()
+        owner = conn.execute(
+            "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s",
+            (postgres.database,),
+        ).fetchone()
+        (superusers,) = conn.execute(
+            "SELECT array_agg(rolname::text) FROM pg_roles WHERE rolsuper"
+        ).fetchone()
+    assert role == (False, False, False, False, False)
+    assert owner == (postgres.user,)
+    assert postgres.user not in superusers and ADMIN_ROLE in superusers
+    with (
+        psycopg.connect(postgres.uri) as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        conn.execute("CREATE ROLE intruder SUPERUSER")
+    for name in ("password", "admin_password"):
+        path = postgres.state_dir / name
+        assert not path.is_symlink() and stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
 WORKER = """

@@ -49,14 +49,17 @@ def _pick_run(rows: list[RunRow], run_id: str | None, experiment: str) -> RunRow
     return row
 
 
-def base_model_path(model_name: str, trust_remote_code: bool = False) -> tuple[str, bool]:
+def base_model_path(
+    model_name: str, trust_remote_code: bool = False, recorded_path: str | None = None
+) -> tuple[str, bool]:
     """The base checkpoint a run's `model` param names, and whether to run its remote code.
 
     The param is read back from a store anyone with write access to it can forge, so it is
     only ever a name: checked against the model options (`conf/model/NAME.yaml`, shipped or
     the user's), and that option's file is read as data, never composed as a Hydra override.
     Remote code runs only when the caller asks (`ftsweep merge trust_remote_code=true`) and
-    the model's own config says it needs it.
+    the model's own config says it needs it. `recorded_path`, the run's `model.path` param, is
+    never loaded: a run that trained on another path than the option names is refused.
     """
     from ftsweep.config import ModelConfig, compose_group
     from ftsweep.config.sources import stored_option
@@ -64,6 +67,11 @@ def base_model_path(model_name: str, trust_remote_code: bool = False) -> tuple[s
 
     name = stored_option("model", model_name, "the run's `model` param")
     model = ModelConfig.model_validate(compose_group("model", name))
+    if recorded_path is not None and recorded_path != model.name_or_path:
+        raise ConfigError(
+            f"the run trained on model.path={recorded_path!r}, but model={name} is "
+            f"{model.name_or_path!r} here: merging would fold the adapter into another base"
+        )
     if model.trust_remote_code and not trust_remote_code:
         raise ConfigError(
             f"model={name} runs its own code (trust_remote_code in its conf/model file): "
@@ -146,7 +154,9 @@ def merge_adapter(
     model_name = row.params.get("model")
     if not model_name:
         raise ConfigError(f"run {row.run_id} records no `model` param: its base model is unknown")
-    base_path, remote_code = base_model_path(model_name, trust_remote_code)
+    base_path, remote_code = base_model_path(
+        model_name, trust_remote_code, row.params.get("model.path")
+    )
     merged, tokenizer, difference = _merged(row, tracking_uri, base_path, remote_code)
     precision = row.params.get("precision", "fp32")
     if difference > MERGE_TOLERANCE.get(precision, MERGE_TOLERANCE["fp32"]):

@@ -135,6 +135,7 @@ def move_credentials(cfg: Config) -> Config:
     uri = cfg.tracking.uri
     if not uri:
         return cfg
+    check_tracking_uri(uri)  # a URI that cannot work is named first, as given (redacted)
     bare, env = split_credentials(uri)
     if not env:
         return cfg

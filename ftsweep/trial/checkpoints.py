@@ -56,7 +56,7 @@ def last_checkpoint(folder: Path | None) -> Path | None:
     if folder is None or not folder.is_dir():
         return None
     check_private(folder, "the trial's checkpoint folder", follow=False)
-    key = secret_key()
+    key = None  # read once there is a checkpoint to check
     # The Trainer's own ordering (by step, oldest first), the one it rotates checkpoints by.
     for path in map(Path, reversed(sort_checkpoints(str(folder)))):
         if not path.is_symlink() and path.is_dir() and not (path / MANIFEST_NAME).exists():
@@ -65,6 +65,7 @@ def last_checkpoint(folder: Path | None) -> Path | None:
             except (OSError, ValueError):
                 shutil.rmtree(path, ignore_errors=True)  # half-written: the save was cut short
                 continue
+        key = key or secret_key()
         try:
             verify_manifest(path, key)
             return path
