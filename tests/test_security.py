@@ -262,7 +262,7 @@ def _fake_server(monkeypatch):
 
     monkeypatch.setattr(server.subprocess, "Popen", FakePopen)
     monkeypatch.setattr(server, "wait_until_ready", lambda *args, **kwargs: None)
-    monkeypatch.setattr(server, "_check_user_can_serve", lambda *args: None)
+    monkeypatch.setattr(server, "check_user_can_serve", lambda *args: None)
     return server, started
 
 
@@ -343,12 +343,12 @@ def test_a_service_user_who_cannot_run_this_python_is_a_clear_error(monkeypatch,
     """What happens here, where the interpreter lives under /root: one line, not a crash loop."""
     import pwd
 
-    import ftsweep.ops.server as server
+    import ftsweep.ops.service as server
 
     folder = tmp_path / "unreachable"  # under pytest's 0700 root folder
     folder.mkdir()
     try:
-        server._check_user_can_serve(pwd.getpwnam("nobody"), [folder])
+        server.check_user_can_serve(pwd.getpwnam("nobody"), [folder])
     except server.ServerError as exc:
         assert "nobody" in str(exc)
     else:  # this Python and the folder are reachable for nobody: nothing to refuse

@@ -21,14 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from ftsweep.ops.postgres import LocalPostgres, postgres_bin_dir
-from ftsweep.ops.server import (
-    ServerError,
-    _check_user_can_serve,
-    service_user,
-    start_tracking_server,
-    stop_tracking_server,
-)
+from ftsweep.ops.postgres import LocalPostgres, ServerError, postgres_bin_dir
+from ftsweep.ops.server import start_tracking_server, stop_tracking_server
+from ftsweep.ops.service import check_user_can_serve, service_user
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +42,7 @@ def server_user_kwargs(folder: Path) -> dict:
     if os.geteuid() != 0:
         return {}
     try:
-        _check_user_can_serve(service_user(), [folder])
+        check_user_can_serve(service_user(), [folder])
         return {}
     except ServerError:
         return {"allow_root": True}

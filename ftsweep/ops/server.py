@@ -35,9 +35,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import signal
-import stat
 import subprocess
 import sys
 import time
@@ -45,16 +43,23 @@ import urllib.request
 from pathlib import Path
 
 from ftsweep.ops.postgres import DEFAULT_PG_PORT, LocalPostgres, ServerError
+from ftsweep.ops.service import (
+    AUTH_APP,
+    DEFAULT_SERVICE_USER,
+    as_user,
+    check_auth_ready,
+    check_user_can_serve,
+    own_folder,
+    prepare_basic_auth,
+    service_user,
+    user_env,
+)
 from ftsweep.tracking.redact import redact_uri
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 WILDCARD = {"0.0.0.0", "", "::"}
-DEFAULT_SERVICE_USER = "postgres"
-AUTH_APP = "basic-auth"
-ADMIN_USERNAME_ENV = "MLFLOW_AUTH_ADMIN_USERNAME"
-ADMIN_PASSWORD_ENV = "MLFLOW_AUTH_ADMIN_PASSWORD"
 
 
 # --- the MLflow server -------------------------------------------------------------------------
@@ -108,133 +113,6 @@ def allowed_hosts_for(host: str, port: int, extra: str | None = None) -> str:
     return ",".join(dict.fromkeys(hosts))
 
 
-def service_user(run_as: str | None = None, allow_root: bool = False):
-    """Who the MLflow server runs as: None (this process's user) unless this is root, then the
-    unprivileged `run_as` (default `postgres`) as a `pwd` entry; `allow_root` keeps root."""
-    if os.geteuid() != 0 or allow_root:
-        return None
-    import pwd
-
-    name = run_as or DEFAULT_SERVICE_USER
-    try:
-        entry = pwd.getpwnam(name)
-    except KeyError:
-        raise ServerError(
-            f"running as root, the MLflow server runs as an unprivileged user, and {name!r} does "
-            "not exist: create one (e.g. `useradd --system mlflow`) and pass --run-as mlflow, or "
-            "start it as a non-root user"
-        ) from None
-    if entry.pw_uid == 0:
-        raise ServerError(f"--run-as {name}: that is root; choose an unprivileged user")
-    return entry
-
-
-def _as_user(entry) -> dict:
-    """subprocess arguments that run a child as `entry` (its groups only)."""
-    if entry is None:
-        return {}
-    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
-
-
-def _user_env(env: dict, entry) -> dict:
-    if entry is None:
-        return env
-    return env | {"HOME": entry.pw_dir, "USER": entry.pw_name, "LOGNAME": entry.pw_name}
-
-
-def _check_user_can_serve(entry, folders: list[Path]) -> None:
-    """The service user can run this Python with MLflow and write where the server writes."""
-    if entry is None:
-        return
-    probe = "import sys, os, mlflow; sys.exit(0 if all(os.access(p, os.W_OK | os.X_OK) for p in sys.argv[1:]) else 3)"
-    try:
-        result = subprocess.run(
-            [sys.executable, "-c", probe, *map(str, folders)],
-            capture_output=True,
-            text=True,
-            env=_user_env({"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, entry),
-            cwd="/",
-            **_as_user(entry),
-        )
-        code = result.returncode
-    except OSError:  # it cannot even start this Python
-        code = 1
-    if code == 3:
-        raise ServerError(
-            f"the MLflow server would run as {entry.pw_name}, who cannot write to "
-            f"{', '.join(map(str, folders))}: choose folders whose parents {entry.pw_name} may "
-            "enter (e.g. under /var/lib or /srv)"
-        )
-    if code != 0:
-        raise ServerError(
-            f"the MLflow server would run as {entry.pw_name} (root is dropped), who cannot run "
-            f"{sys.executable} with mlflow (a folder on the way is private?): install ftsweep where "
-            f"{entry.pw_name} can read it, pass --run-as USER for a user who can, or --allow-root"
-        )
-
-
-def _own_folder(path: Path, entry) -> Path:
-    """`path` created 0700 where missing (never through a link) and handed to the service user."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    try:
-        st = os.fstat(fd)
-        if entry is not None:
-            if st.st_uid not in (0, entry.pw_uid):
-                raise ServerError(f"{path} belongs to uid {st.st_uid}: choose a folder of your own")
-            os.fchown(fd, entry.pw_uid, entry.pw_gid)
-        elif st.st_uid != os.geteuid():
-            raise ServerError(f"{path} belongs to uid {st.st_uid}, not you: choose your own folder")
-        if stat.S_IMODE(st.st_mode) & 0o022:
-            os.fchmod(fd, 0o700)
-    finally:
-        os.close(fd)
-    return path
-
-
-def _check_auth_ready(auth_dir: Path) -> None:
-    if not os.environ.get(ADMIN_PASSWORD_ENV) and not (Path(auth_dir) / "basic_auth.db").exists():
-        raise ServerError(
-            f"--auth needs the admin's password in {ADMIN_PASSWORD_ENV} (and optionally "
-            f"{ADMIN_USERNAME_ENV}, default admin) for the first start; it is never taken from "
-            "the command line"
-        )
-
-
-def prepare_basic_auth(auth_dir: Path, entry=None) -> dict[str, str]:
-    """MLflow's basic-auth app, configured in `auth_dir`: the environment the server needs.
-
-    The ini file holds no password: the admin account is created on the first start from
-    MLFLOW_AUTH_ADMIN_USERNAME / MLFLOW_AUTH_ADMIN_PASSWORD in this environment.
-    """
-    _check_auth_ready(auth_dir)
-    auth_dir = _own_folder(Path(auth_dir).resolve(), entry)
-    database = auth_dir / "basic_auth.db"
-    ini = auth_dir / "basic_auth.ini"
-    text = (
-        "[mlflow]\n"
-        "# Written by ftsweep.ops.server. No password here: see MLFLOW_AUTH_ADMIN_PASSWORD.\n"
-        "default_permission = READ\n"
-        f"database_uri = sqlite:///{database}\n"
-        "admin_username = admin\n"
-        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
-    )
-    fd = os.open(ini, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        if entry is not None:
-            os.fchown(fd, entry.pw_uid, entry.pw_gid)
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
-    return {
-        "MLFLOW_AUTH_CONFIG_PATH": str(ini),
-        # Signs the UI's sessions and CSRF tokens; shared by the server's workers.
-        "MLFLOW_FLASK_SERVER_SECRET_KEY": os.environ.get("MLFLOW_FLASK_SERVER_SECRET_KEY")
-        or secrets.token_urlsafe(32),
-    }
-
-
 def _open_log(log_file: Path) -> int:
     """The server's log, appended to; never through a link, private to its owner."""
     fd = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
@@ -266,8 +144,8 @@ def start_tracking_server(
     """
     entry = service_user(run_as, allow_root)
     if auth_dir is not None:
-        _check_auth_ready(auth_dir)
-    artifacts_dir = _own_folder(Path(artifacts_dir).resolve(), entry)
+        check_auth_ready(auth_dir)
+    artifacts_dir = own_folder(Path(artifacts_dir).resolve(), entry)
     cmd = [
         *_mlflow_command(),
         "server",
@@ -288,18 +166,18 @@ def start_tracking_server(
         cmd += ["--app-name", AUTH_APP]
     # MLflow's background job runners (GenAI scorers, six processes) serve nothing a sweep uses.
     env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
-    _check_user_can_serve(entry, [artifacts_dir] + ([Path(auth_dir).resolve()] if auth_dir else []))
+    check_user_can_serve(entry, [artifacts_dir] + ([Path(auth_dir).resolve()] if auth_dir else []))
     # Its output goes to log_file, or to this process's own output when there is none.
     out = _open_log(Path(log_file)) if log_file else None
     try:
         process = subprocess.Popen(
             cmd,
-            env=_user_env(env, entry),
+            env=user_env(env, entry),
             stdout=out,
             stderr=subprocess.STDOUT if out is not None else None,
             start_new_session=True,
             cwd=str(artifacts_dir) if entry is not None else None,
-            **_as_user(entry),
+            **as_user(entry),
         )
     finally:
         if out is not None:
