@@ -14,7 +14,7 @@ import sys
 COMMANDS = {
     "train": "run one trial as a plain function call (no Ray), recorded in MLflow",
     "sweep": "run a sweep from sweeps/NAME.yaml with Ray Tune (sweep=NAME); rerun to resume",
-    "report": "write RESULTS/NAME/report.md, .html and plots from a sweep's MLflow runs [target=GPU]",
+    "report": "write RESULTS/NAME/report.md, .html and plots from a sweep's MLflow runs [target=GPU] [inputs=ID]",
     "adapters": "list a sweep's LoRA/QLoRA adapters with size and quality",
     "merge": "merge an adapter into its base model: out=DIR [run=ID] (default: the recommended run) [trust_remote_code=true]",
     "plan": "estimate memory, hours and dollars per method and GPU layout, before launch (no weights)",
@@ -24,7 +24,7 @@ COMMANDS = {
 
 # Command arguments that are not config keys: taken out before Hydra composes the rest.
 EXTRA_ARGS = {
-    "report": ("target",),
+    "report": ("target", "inputs"),
     # trust_remote_code=true: run the base model's own code, where its conf/model file asks.
     "merge": ("run", "out", "trust_remote_code"),
     "plan": ("examples", "tokens_per_example", "epochs", "max_gpus"),
@@ -152,6 +152,7 @@ def cmd_report(overrides: list[str], extra: dict[str, str]) -> int:
     from ftsweep.config import compose
 
     cfg = compose(overrides, check_data=False)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from ftsweep.report.write import write_report
     from ftsweep.tracking.store import experiment_name, tracking_uri
 
@@ -161,6 +162,7 @@ def cmd_report(overrides: list[str], extra: dict[str, str]) -> int:
         experiment,
         cfg.results_path / experiment,
         extra.get("target", DEFAULT_TARGET_GPU),
+        inputs=extra.get("inputs"),  # one group of runs trained and scored alike
     )
     print(f"report: {path}")
     print(f"        {path.with_suffix('.html')}")
@@ -171,6 +173,7 @@ def cmd_adapters(overrides: list[str], extra: dict[str, str]) -> int:
     from ftsweep.config import compose
 
     cfg = compose(overrides, check_data=False)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from ftsweep.adapters.listing import format_adapters_table, list_adapters
     from ftsweep.tracking.store import experiment_name, tracking_uri
 

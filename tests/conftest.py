@@ -218,6 +218,7 @@ def trial_store(tmp_path_factory):
         "train.max_new_tokens=8",
         "data.num_train=16",
         "data.num_eval=8",
+        "data.num_test=8",
     ]
     for extra in (
         ["method=full"],

@@ -7,7 +7,7 @@ import shutil
 
 from ftsweep.report.analysis import analyse, lift_over_base
 from ftsweep.report.sections import lift_and_forgetting
-from ftsweep.tracking.record import TAG_STOP_REASON, TAG_TRIAL_ID
+from ftsweep.tracking.record import TAG_INPUTS, TAG_STOP_REASON, TAG_TRIAL_ID
 from ftsweep.tracking.store import get_client, tracking_uri
 from ftsweep.trial.baseline import BASELINE_RUN_NAME, baseline_trial_id, record_baseline
 
@@ -47,6 +47,12 @@ def test_report_measures_lift_against_the_base_run_and_leaves_it_out_of_the_cand
     shutil.copy(fake_store[0].removeprefix("sqlite:///"), db)
     uri = f"sqlite:///{db}"
     base = record_baseline(tiny_config("sweep.name=fake", f"tracking.uri={uri}"))
+    # The fake runs stand for trials on the base run's inputs: give them its inputs tag.
+    client = get_client(uri)
+    runs = client.search_runs([client.get_experiment_by_name("fake").experiment_id])
+    (base_run,) = [r for r in runs if r.data.params.get("method") == "none"]
+    for run in runs:
+        client.set_tag(run.info.run_id, TAG_INPUTS, base_run.data.tags[TAG_INPUTS])
     a = analyse(uri, "fake")
     assert a.baseline is not None and a.baseline.quality == base["quality"]
     assert all(r.method != "none" for r in a.rows)

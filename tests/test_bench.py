@@ -11,7 +11,9 @@ from bench.run import GOALS, met, parse, table
 def test_the_bare_side_runs_the_trial_code_recording_nothing(tiny_config):
     from ftsweep.trial.recipe import train_and_evaluate
 
-    metrics = train_and_evaluate(tiny_config("train.checkpoint_every=1"), NoRecord.trial_id, NoRecord(), None)
+    metrics = train_and_evaluate(
+        tiny_config("train.checkpoint_every=1"), NoRecord.trial_id, NoRecord(), None
+    )
     assert 0.0 <= metrics["quality"] <= 1.0 and metrics["tokens_trained"] > 0
 
 

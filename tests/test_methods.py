@@ -96,8 +96,6 @@ def _ds(method):
 def test_deepspeed_config_only_for_full_with_zero(tiny_config):
     assert _ds(tiny_config("method=lora").method) is None
     assert _ds(tiny_config("method=full", "method.zero_stage=0").method) is None
-    zero3 = _ds(
-        tiny_config("method=full", "method.zero_stage=3", "method.offload=true").method
-    )
+    zero3 = _ds(tiny_config("method=full", "method.zero_stage=3", "method.offload=true").method)
     assert zero3["zero_optimization"]["stage"] == 3
     assert zero3["zero_optimization"]["offload_optimizer"]["device"] == "cpu"

@@ -1,8 +1,14 @@
-"""The experiments-per-dollar report: analysis on hand-made numbers, files on disk, errors."""
+"""The experiments-per-dollar report: analysis on hand-made numbers, files on disk, errors.
+
+The `fake_store` runs are recorded as runs were before intervals, test quality and per-example
+scores existed: the report must still read them, and say what it cannot tell from them. The
+record a trial writes today is tested in tests/test_report_noise.py and test_report_inputs.py.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 from pathlib import Path
 
 import pytest
@@ -20,7 +26,16 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def row(
-    method, quality, cost, seed=0, r=None, alpha=None, lr=1e-4, status="FINISHED", stop="completed"
+    method,
+    quality,
+    cost,
+    seed=0,
+    r=None,
+    alpha=None,
+    lr=1e-4,
+    status="FINISHED",
+    stop="completed",
+    ci=None,
 ):
     params = {
         "method": method,
@@ -41,6 +56,8 @@ def row(
         "wall_time_s": cost / 0.0893 * 3600,
         "artifact_mb": 1.0,
     }
+    if ci is not None:
+        metrics |= {"quality_ci_low": quality - ci, "quality_ci_high": quality + ci}
     return RunRow(
         f"{method}-{r}-{seed}-{quality}", f"{method} r{r} s{seed}", status, stop, params, metrics
     )
@@ -57,24 +74,40 @@ def test_pareto_front_keeps_runs_nothing_beats_on_cost_and_quality():
     assert front == [cheap_bad, middle, best]
 
 
-def test_recommend_picks_the_cheapest_config_within_tolerance_of_the_best():
-    rows = [
-        row("full", 0.90, 10.0),
-        row("lora", 0.89, 2.0, r=8),
-        row("lora", 0.85, 1.0, r=4),
-        row("qlora", 0.88, 1.5, r=8),
-    ]
+def test_recommend_picks_the_cheapest_config_not_significantly_below_the_best():
+    def rows(ci):
+        return [
+            row("full", 0.90, 10.0, ci=ci),
+            row("lora", 0.89, 2.0, r=8, ci=ci),
+            row("lora", 0.85, 1.0, r=4, ci=ci),
+            row("qlora", 0.88, 1.5, r=8, ci=ci),
+        ]
+
+    # 32-example intervals (+-0.1): every difference is inside the noise, so cost decides, and
+    # $1.0 against the next $1.5 is beyond the 10% assumed for wall time.
+    wide = recommend(rows(0.10))
+    assert wide.best.method == "full"
+    assert (wide.run.method, wide.run.lora_r) == ("lora", 4)
+    assert {g.method for g in wide.contenders} == {"full", "lora", "qlora"}
+    assert wide.versus_best[wide.group.ids].how.startswith("unpaired, from logged intervals")
+    assert not wide.noise.measured and wide.noise.share == pytest.approx(0.10)
+    # Tight intervals (+-0.01): r=4's 0.85 is significantly below 0.90, QLoRA's 0.88 too.
+    tight = recommend(rows(0.01))
+    assert (tight.run.method, tight.run.lora_r) == ("lora", 8)
+    assert {(g.method, g.first.lora_r) for g in tight.contenders} == {("full", None), ("lora", 8)}
+
+
+def test_without_intervals_point_estimates_decide_and_only_exact_ties_tie():
+    rows = [row("full", 0.90, 10.0), row("lora", 0.89, 2.0, r=8), row("lora", 0.90, 1.0, r=4)]
     rec = recommend(rows)
-    assert rec.tolerance == pytest.approx(0.02)
-    assert rec.best.method == "full"
-    assert (rec.run.method, rec.run.lora_r) == (
-        "qlora",
-        8,
-    )  # 0.88 is within 0.02 of 0.90 and cheapest
-    assert {g.method for g in rec.contenders} == {"full", "lora", "qlora"}
+    assert [g.first.lora_r for g in rec.contenders] == [4, None]
+    assert rec.run.lora_r == 4
+    assert (
+        rec.versus_best[rec.contenders[1].ids].how == "point estimates only: no interval recorded"
+    )
 
 
-def test_seed_spread_widens_the_tolerance_and_failed_runs_do_not_count():
+def test_seed_spread_makes_a_tie_and_failed_runs_do_not_count():
     rows = [
         row("full", 0.90, 10.0),
         row("lora", 0.80, 2.0, r=8, seed=0),
@@ -83,9 +116,15 @@ def test_seed_spread_widens_the_tolerance_and_failed_runs_do_not_count():
         row("lora", 0.99, 0.1, r=32, stop="early_stopped"),
     ]
     rec = recommend(rows)
-    assert rec.tolerance == pytest.approx(0.10)
-    assert (rec.group.method, rec.group.n, rec.group.quality) == ("lora", 2, pytest.approx(0.85))
+    assert (rec.group.method, rec.group.n) == ("lora", 2)
+    assert rec.estimate(rec.group).value == pytest.approx(0.85)
+    assert rec.versus_best[rec.group.ids].tie and rec.versus_best[
+        rec.group.ids
+    ].seed_spread == pytest.approx(0.10)
     assert rec.run.quality == 0.90  # the better seed of the chosen configuration
+    assert len(rec.groups) == 2
+    # Without the second seed there is no spread, and 0.80 is not 0.90.
+    assert recommend([rows[0], rows[1]]).run.method == "full"
 
 
 def test_why_a_run_is_left_out():
@@ -118,6 +157,7 @@ def test_percent_of_full_uses_the_best_full_run_and_needs_one():
     ]
     (pct,) = percent_of_full(rows)
     assert pct.mean == pytest.approx(95.0)
+    assert math.isnan(pct.low) and math.isnan(pct.high)  # no interval recorded: unknown
     assert percent_of_full([row("lora", 0.7, 1.0, r=8)]) is None
     assert percent_of_full([row("full", 0.0, 1.0), row("lora", 0.7, 1.0, r=8)]) is None
 
@@ -191,10 +231,11 @@ def test_analysis_of_the_fake_sweep(fake_store):
         p for p in a.percents if p.group.knobs.startswith("r=8") and p.group.method == "lora"
     )
     assert lora_r8.mean == pytest.approx(0.825 / 0.84 * 100)
-    assert (lora_r8.low, lora_r8.high) == (
-        pytest.approx(0.815 / 0.84 * 100),
-        pytest.approx(0.835 / 0.84 * 100),
-    )
+    assert math.isnan(lora_r8.low) and math.isnan(lora_r8.high)  # old runs: no interval
+    # Old runs: one inputs group by their params, no scores, no intervals; nothing crashes.
+    assert a.inputs is not None and not a.inputs.tagged
+    assert len(a.without_scores()) == len(a.usable)
+    assert all(a.estimate(g).interval is None for g in a.groups)
     costs = {c.method: c for c in a.costs}
     assert costs["full"].cost_usd == pytest.approx(0.0105)
     assert costs["full"].experiments_per_dollar == pytest.approx(1 / 0.0105)
@@ -215,33 +256,37 @@ def test_report_files_on_the_fake_sweep(fake_store, tmp_path):
     assert path == tmp_path / "fake" / "report.md"
     md, page = _report_text(tmp_path / "fake")
 
-    assert "**Use LoRA (r=8, alpha=16, targets=all-linear, lr=1e-04)" in md
-    assert ids[3] in md  # the recommended run, by id
     assert (
-        "Tolerance 0.020 = the larger of 0.02 and the widest seed spread, 0.020; 3 configurations"
+        "**Use LoRA (r=8, alpha=16, targets=all-linear, lr=1e-04): quality 0.825 (no interval)"
         in md
     )
+    assert ids[3] in md  # the recommended run, by id
+    assert "no test quality recorded (a run from before the test split)" in md
+    # Within the seeds' spread (0.815 and 0.835) of the best, 0.840: a tie, broken by the plan.
+    assert "2 configurations not significantly below the best" in md
+    assert "the cheapest on a100-80gb by the plan" in md
+    assert "have no per-example scores (scores/scores.json; runs recorded before them)" in md
     assert (
-        "The recommended configuration reaches 98.2% of the best full fine-tuning run: inside" in md
+        "The recommended configuration reaches 98.2% (no interval) of the best full fine-tuning"
+        in md
     )
-    assert (
-        "LoRA reached 99.4% of the best full fine-tuning run with r=16, alpha=32" in md
-    )  # best LoRA
-    assert "QLoRA reached 95.2%" in md
+    assert "LoRA reached 99.4% (no interval) of the best full fine-tuning configuration" in md
+    assert "QLoRA reached 95.2% (no interval)" in md
     assert "## What this sweep cannot tell" in md
     # The guide's cost table, measured and projected.
     assert "| Factor | Full fine-tuning | LoRA | QLoRA |" in md
     assert md.count("| Experiments per dollar |") == 2
     assert "95.2 (guide: 1-2)" in md  # 1 / $0.0105
     assert "Projected to a100-80gb" in md
-    # Claims the sweep can test get a verdict.
+    # Claims: nothing here tuned its learning rate at a setting, so no quality claim is testable.
+    claims = md.split("## The guide's claims, re-measured")[1].split("## Quality against cost")[0]
     assert (
-        "| r=8 captures style and format | r=8 is the best of 4, 8, 16 (0.825) | consistent |" in md
+        "| r=8 captures style and format | not testable | r=8: 0.825 (no interval); best other, "
+        "r=16: 0.835 (no interval)" in claims
     )
-    assert (
-        "| alpha = 2 x rank is a good start | alpha/r=2 is the best of 1, 2 (0.796) | consistent |"
-        in md
-    )
+    assert "learning rate not tuned at this setting (tried 1e-04; three or more" in claims
+    assert "| An adapter is 50-200 MB against 14 GB (70-280x smaller) | contradicted |" in claims
+    assert "Evidence: r=8 captures style and format (not testable)." in claims
     # Failed and early-stopped runs are counted apart, not used.
     left_out = md.split("## Runs left out")[1]
     used = md.split("## All runs used")[1].split("## Runs left out")[0]
@@ -337,6 +382,12 @@ def test_report_on_real_tiny_trials(trial_store, tmp_path):
     assert len(list((tmp_path / "plots").glob("*.png"))) >= 2
     rows = load_rows(uri, "tiny")
     assert len(rows) == 5 and all(r.usable for r in rows)
+    # The record a trial writes: one inputs id, per-example scores read back, test quality.
+    a = analyse(uri, "tiny")
+    assert a.inputs.tagged and a.without_scores() == []
+    assert all(a.estimate(g).source == "per-example scores" for g in a.groups)
+    assert all(r.logged_interval() and r.logged_interval("test_") for r in rows)
+    assert "paired over 8 examples" in md
 
 
 def test_the_report_never_shows_a_password_from_the_tracking_uri(fake_store):

@@ -170,6 +170,7 @@ def test_lora_lifts_quality_over_the_base_model(name, tmp_path):
             "method.learning_rate=2e-3",
             f"data={name}",
             "data.num_eval=16",
+            "data.num_test=16",
             "train.batch_size=8",
             "train.log_every=5",
             f"results_dir={tmp_path}",

@@ -250,5 +250,5 @@ print("ok")
         timeout=300,
     )
     assert out.returncode == 0, out.stderr
-    assert "total: 5 trials" in out.stdout
+    assert "total: 9 trials" in out.stdout
     assert len([line for line in out.stdout.splitlines() if line.split()[-1:] == ["ok"]]) == 5

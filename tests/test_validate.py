@@ -28,12 +28,12 @@ def test_grid_sweep_lists_every_trial_with_memory_and_cost(capsys):
     assert code == 0, err
     lines = _trial_lines(out)
     specs = expand(compose(["sweep=lora_vs_full"]))
-    assert len(lines) == len(specs) == 5
+    assert len(lines) == len(specs) == 9
     for line, spec in zip(lines, specs, strict=True):
         assert line.startswith(spec.trial_id)
         assert spec.config.method.name in line and spec.run_name in line
         assert "GB" not in line and "$" in line  # numbers, not units, in the columns
-    assert "total: 5 trials, est $" in out
+    assert "total: 9 trials, est $" in out
     assert "0 cannot fit" in out
 
 
@@ -54,11 +54,14 @@ def test_cost_is_the_trials_tokens_at_the_plans_speed(capsys):
 
 
 def test_random_and_optuna_sweeps_list_their_sub_spaces(capsys):
-    code, out, err = _validate(capsys, "sweep=lr_scan")
+    code, out, err = _validate(
+        capsys, "sweep=lr_scan", "sweep.algorithm=optuna", "sweep.num_samples=12"
+    )
     assert code == 0, err
     assert "12 trials drawn at run time by optuna from 2 sub-spaces" in out
-    assert "full: learning_rate in [1e-06, 0.001, log], zero_stage=2" in out
-    assert "lora: learning_rate in [1e-05, 0.01, log], lora_r=16" in out
+    ladder = "{1e-05, 3e-05, 0.0001, 0.0003, 0.001, 0.003}"
+    assert f"full: learning_rate in {ladder}, zero_stage=2" in out
+    assert f"lora: learning_rate in {ladder}, lora_r=16" in out
     assert "total: 12 trials (at most $" in out
     code, out, _ = _validate(
         capsys, "sweep=lr_scan", "sweep.algorithm=random", "sweep.num_samples=3"
@@ -69,16 +72,17 @@ def test_random_and_optuna_sweeps_list_their_sub_spaces(capsys):
 def test_a_trial_that_cannot_fit_fails_validation_unless_forced(capsys):
     code, out, err = _validate(capsys, "sweep=lora_vs_full", "model=llama-2-7b")
     assert code == 2
-    assert [line.split()[-2:] for line in _trial_lines(out)].count(["CANNOT", "FIT"]) == 4
+    # full fine-tuning and LoRA at each of three rates; QLoRA's 4-bit base fits
+    assert [line.split()[-2:] for line in _trial_lines(out)].count(["CANNOT", "FIT"]) == 6
     (line,) = err.splitlines()
     assert line.startswith(
-        "ftsweep: config error: 4 of 5 trials cannot fit; full zero2 lr5e-05 s0:"
+        "ftsweep: config error: 6 of 9 trials cannot fit; full zero2 lr1e-04 s0:"
     )
     assert "sweep.force=true launches it anyway" in line
 
     code, out, err = _validate(capsys, "sweep=lora_vs_full", "model=llama-2-7b", "sweep.force=true")
     assert code == 0, err
-    assert "4 cannot fit (launched anyway: sweep.force=true)" in out
+    assert "6 cannot fit (launched anyway: sweep.force=true)" in out
 
 
 def test_unknown_architecture_is_a_question_mark(capsys):
@@ -94,7 +98,10 @@ def test_unknown_architecture_is_a_question_mark(capsys):
     [
         (["sweep=nosuch"], "sweep=nosuch: no such sweep (allowed: "),
         ([], "sweep.space is empty"),
-        (["sweep=lr_scan", "train.eval_every=null"], "sweep.scheduler=asha needs train.eval_every"),
+        (
+            ["sweep=lr_scan", "sweep.scheduler=asha", "train.eval_every=null"],
+            "sweep.scheduler=asha needs train.eval_every",
+        ),
         (["sweep=smoke", "method.lora_r=0"], "method.lora_r=0"),
         (["sweep=lora_vs_full", "train.seq_len=8"], "train.seq_len=8"),
     ],
@@ -114,4 +121,4 @@ def test_validate_imports_neither_ray_nor_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[-1] == "0 []"
-    assert "total: 5 trials" in out.stdout
+    assert "total: 9 trials" in out.stdout

@@ -237,9 +237,6 @@ class Analysis:
     def estimate(self, group: ConfigGroup) -> Estimate:
         return self.evidence.quality(group)
 
-    def group_of(self, row: RunRow) -> ConfigGroup:
-        return next(g for g in self.groups if row.run_id in g.ids)
-
     @property
     def flat(self) -> bool:
         """Every run scored the same quality: nothing can be ranked on quality."""
@@ -371,7 +368,7 @@ def analyse(
     elif len(groups) == 1:
         chosen = groups[0]
     else:
-        have = ", ".join(f"{g.id} ({len(g.rows)} runs)" for g in groups)
+        have = ", ".join(f"{g.id} ({len(g.rows)} run{'s' * (len(g.rows) != 1)})" for g in groups)
         raise ConfigError(
             f"sweep {experiment!r} has runs on {len(groups)} different inputs, which are never "
             f"compared: name one with inputs=ID ({have})"

@@ -144,9 +144,7 @@ def learning_rates(a: Analysis, group: ConfigGroup) -> LearningRates:
     key = group.first.setting_key
     same = [g for g in a.groups if g.first.setting_key == key]
     tried_rows = [
-        r
-        for r in a.rows
-        if r.setting_key == key and (r.usable or r.stop_reason in TRIED_STOPS)
+        r for r in a.rows if r.setting_key == key and (r.usable or r.stop_reason in TRIED_STOPS)
     ]
     tried = sorted({r.learning_rate for r in tried_rows if r.learning_rate is not None})
     best = max(same, key=lambda g: a.estimate(g).value)
@@ -191,26 +189,41 @@ def claim_percent(a: Analysis) -> Claim:
     text = "LoRA reaches 95-99% of full fine-tuning quality"
     full_name, lora_name = full_method({g.method for g in a.groups}), _lora(a)
     if full_name is None or lora_name is None:
-        return Claim(text, NOT_TESTABLE, "needs full fine-tuning and LoRA-type runs on the same inputs")
+        return Claim(
+            text, NOT_TESTABLE, "needs full fine-tuning and LoRA-type runs on the same inputs"
+        )
     full, lora = _best(a, full_name), _best(a, lora_name)
     lo, hi = GUIDE_PERCENT_OF_FULL
     rows = []
     for method in dict.fromkeys([lora_name, *(g.method for g in a.groups if is_adapter(g.method))]):
         g = _best(a, method)
         c = a.evidence.ratio(g, full)
-        rows.append(_quality_row(a, g, fmt_percent_interval(c.value * 100, c.low * 100, c.high * 100), c.how))
+        rows.append(
+            _quality_row(
+                a, g, fmt_percent_interval(c.value * 100, c.low * 100, c.high * 100), c.how
+            )
+        )
     rows.append(_quality_row(a, full, "100% (the reference)", ""))
     table = Table(
-        ["configuration (best of its method)", "quality [95% interval]", "learning rates tried", "learning rate tuned", "% of full [95% interval]", "compared"],
+        [
+            "configuration (best of its method)",
+            "quality [95% interval]",
+            "learning rates tried",
+            "learning rate tuned",
+            "% of full [95% interval]",
+            "compared",
+        ],
         rows,
     )
     c = a.evidence.ratio(lora, full)
     low, high = c.low * 100, c.high * 100
     measured = f"{method_label(lora_name)} at {fmt_percent_interval(c.value * 100, low, high)} of full fine-tuning"
-    fe, le = a.estimate(full), a.estimate(lora)
+    fe = a.estimate(full)
     reasons = [
         _flat_reason(a),
-        "full fine-tuning's best quality is 0: a share of it is undefined" if not fe.value > 0 else None,
+        "full fine-tuning's best quality is 0: a share of it is undefined"
+        if not fe.value > 0
+        else None,
     ]
     if fe.at_ceiling() and not (c.known and high < lo):
         # A higher ceiling could only lower the share: only "below 95%" would stand.
@@ -249,9 +262,11 @@ def _value_claim(
     effects = [e for e in a.effects[knob] if e.method == method]
     name = f"{show(value)}"
     at = next((e for e in effects if e.value == value), None)
-    if method is None or at is None or len({e.value for e in effects}) < 2:
-        tried = ", ".join(show(e.value) for e in effects) or "none"
-        return Claim(text, NOT_TESTABLE, f"the knob was not varied around {name} (tried: {tried})")
+    tried = ", ".join(show(e.value) for e in effects) or "none"
+    if method is None or len({e.value for e in effects}) < 2:
+        return Claim(text, NOT_TESTABLE, f"the knob was not varied (tried: {tried})")
+    if at is None:
+        return Claim(text, NOT_TESTABLE, f"{name} was not tried (tried: {tried})")
     others = [e for e in effects if e is not at]
     rival = max(others, key=lambda e: e.quality)  # the best value but the guide's
     diff = a.evidence.difference(rival.best, at.best)  # rival - the guide's value
@@ -273,7 +288,9 @@ def _value_claim(
     if diff.high <= margin:
         return Claim(text, SUPPORTED, f"{measured}: it is below the best by at most {bar}", table)
     if diff.low > margin:
-        return Claim(text, CONTRADICTED, f"{measured}: it is below the best by more than {bar}", table)
+        return Claim(
+            text, CONTRADICTED, f"{measured}: it is below the best by more than {bar}", table
+        )
     return Claim(
         text,
         NOT_TESTABLE,
@@ -297,7 +314,14 @@ def _effects_table(a: Analysis, effects: list[Effect], at: Effect, show) -> Tabl
             ]
         )
     return Table(
-        ["value", "best configuration at it", "configurations", "learning rates tried", "learning rate tuned", "quality [95% interval]"],
+        [
+            "value",
+            "best configuration at it",
+            "configurations",
+            "learning rates tried",
+            "learning rate tuned",
+            "quality [95% interval]",
+        ],
         rows,
     )
 
@@ -318,7 +342,9 @@ def claim_targets(a: Analysis) -> Claim:
     effects = {e.value: e for e in a.effects["targets"] if e.method == method}
     if "attention" not in effects or "all-linear" not in effects:
         tried = ", ".join(map(str, effects)) or "none"
-        return Claim(text, NOT_TESTABLE, f"needs LoRA on attention and on all-linear (tried: {tried})")
+        return Claim(
+            text, NOT_TESTABLE, f"needs LoRA on attention and on all-linear (tried: {tried})"
+        )
     att, both = effects["attention"], effects["all-linear"]
     diff = a.evidence.difference(both.best, att.best)
     table = _effects_table(a, list(effects.values()), both, str)
@@ -359,7 +385,13 @@ def claim_lr(a: Analysis) -> Claim:
         for lr in rates.values()
     ]
     table = Table(
-        ["best setting of each method", "learning rates tried", "best", "tied with the best", "best quality [95% interval]"],
+        [
+            "best setting of each method",
+            "learning rates tried",
+            "best",
+            "tied with the best",
+            "best quality [95% interval]",
+        ],
         rows,
     )
     full, lora = rates[full_name], rates[lora_name]
@@ -369,10 +401,18 @@ def claim_lr(a: Analysis) -> Claim:
     reasons = [_flat_reason(a)]
     for lr in (full, lora):
         if lr.flat:
-            reasons.append(f"{_config_text(lr.setting)}: quality is flat across the learning rates tried, so none is best")
+            reasons.append(
+                f"{_config_text(lr.setting)}: quality is flat across the learning rates tried, so none is best"
+            )
         reasons.append(lr.untuned())
-        if lr.tied and len(lr.tried) >= 3 and (lr.tied[0] == lr.tried[0] or lr.tied[-1] == lr.tried[-1]):
-            reasons.append(f"{_config_text(lr.setting)}: rates tied with its best reach the edge of those tried")
+        if (
+            lr.tied
+            and len(lr.tried) >= 3
+            and (lr.tied[0] == lr.tried[0] or lr.tied[-1] == lr.tried[-1])
+        ):
+            reasons.append(
+                f"{_config_text(lr.setting)}: rates tied with its best reach the edge of those tried"
+            )
     reasons.append(_limit_reason([(method_label(m), a.estimate(rates[m].setting)) for m in rates]))
     reason = next((r for r in reasons if r), None)
     if reason:
@@ -412,7 +452,9 @@ def claim_epd(a: Analysis) -> Claim:
                 f"{fmt_ratio(gain)} ({fmt_ratio(low)} to {fmt_ratio(high)})",
             ]
         )
-    table = Table(["method", "runs", f"cost per run ({basis})", "experiments per dollar against full"], rows)
+    table = Table(
+        ["method", "runs", f"cost per run ({basis})", "experiments per dollar against full"], rows
+    )
     gain, low, high = ranges[lora_name]
     noise_text = noise.text() if noise else "10%, assumed"
     measured = (
@@ -431,10 +473,16 @@ def claim_storage(a: Analysis) -> Claim:
     adapters = [mb for m, mb in storage.items() if is_adapter(m) and math.isfinite(mb)]
     full = full_method(storage)
     if full is None or not adapters or not math.isfinite(storage[full]):
-        return Claim(text, NOT_TESTABLE, "needs full fine-tuning and LoRA-type runs with their artifact sizes")
+        return Claim(
+            text,
+            NOT_TESTABLE,
+            "needs full fine-tuning and LoRA-type runs with their artifact sizes",
+        )
     adapter = statistics.fmean(adapters)
     ratio = storage[full] / adapter if adapter > 0 else math.inf
-    table = Table(["method", "artifact per run"], [[method_label(m), fmt_mb(mb)] for m, mb in storage.items()])
+    table = Table(
+        ["method", "artifact per run"], [[method_label(m), fmt_mb(mb)] for m, mb in storage.items()]
+    )
     measured = f"adapter {fmt_mb(adapter)} against full {fmt_mb(storage[full])}: {fmt_ratio(ratio)} smaller (sizes are exact: no interval)"
     # The ratio grows with model size and shrinks with rank.
     return Claim(text, _range_verdict(ratio, ratio, *GUIDE_STORAGE_RATIO), measured, table)
@@ -455,7 +503,9 @@ def claims_section(a: Analysis) -> Section:
         "the reason. Both ends of a range count. Comparisons of configurations take each one at "
         "its best learning rate, and count only where that rate was tuned (three or more "
         "rates, the best not at the edge).",
-        Table(["the guide says", "verdict", "why"], [[c.text, c.verdict, c.reason] for c in claims]),
+        Table(
+            ["the guide says", "verdict", "why"], [[c.text, c.verdict, c.reason] for c in claims]
+        ),
     ]
     for claim in claims:
         if claim.evidence is not None:

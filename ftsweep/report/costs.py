@@ -13,7 +13,7 @@ import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ftsweep.config import HardwareConfig
+from ftsweep.config import ConfigError, HardwareConfig
 from ftsweep.config.sources import group_options
 from ftsweep.planning.cost import experiments_per_dollar, load_hardware, run_cost_usd
 from ftsweep.report.methods import by_method, is_full
@@ -77,8 +77,59 @@ def run_cost_on(
     measured = hardware.get(name)
     if measured is None or not math.isfinite(row.wall_time_s):
         return math.nan
-    seconds = projected_seconds(row.wall_time_s, effective_tflops(measured), effective_tflops(target))
+    seconds = projected_seconds(
+        row.wall_time_s, effective_tflops(measured), effective_tflops(target)
+    )
     return run_cost_usd(seconds, target)
+
+
+def planned_cost_usd(row: RunRow, target: HardwareConfig) -> float:
+    """What the plan (`ftsweep.planning`: FLOPs per token, the method's own speed, one device)
+    says this run's configuration costs on the target for the plan's standard workload: a cost
+    that CPU wall times cannot give for a GPU (QLoRA's dequantisation, say). NaN when the plan
+    cannot size it (a model without architecture numbers, modules it does not know)."""
+    from ftsweep.config import ArchitectureConfig
+    from ftsweep.config.compose import compose_group
+    from ftsweep.config.sources import stored_option
+    from ftsweep.methods import find_method
+    from ftsweep.methods.lora import TARGET_PRESETS
+    from ftsweep.planning.memory import Adapter
+    from ftsweep.planning.plan import DEFAULT_WORKLOAD, estimate
+    from ftsweep.planning.settings import Settings
+
+    if find_method(row.method) is None:
+        return math.nan
+    try:
+        # A name read back from the store: only ever one of the model options, read as data.
+        model = stored_option("model", row.params.get("model"), "the run's `model` param")
+        arch = ArchitectureConfig.model_validate(compose_group("model", model)["architecture"])
+        targets = row.targets or "all-linear"
+        names = TARGET_PRESETS.get(targets) or targets.split(",")
+        adapter = Adapter(row.lora_r or 1, tuple(names), 0.0, targets)
+        precision = row.params.get("precision", "fp32")
+        if target.device == "cuda":
+            precision = "bf16" if target.bf16 else "fp16"
+        settings = Settings(
+            model=model,
+            arch=arch,
+            precision=precision,
+            batch_size=int(row.params.get("batch_size", 1)),
+            seq_len=int(row.params.get("seq_len", 512)),
+            grad_accum=int(row.params.get("grad_accum", 1)),
+            workload=DEFAULT_WORKLOAD,
+            adapter=adapter,
+        )
+        stage = row.params.get("zero_stage")
+        option = estimate(
+            settings,
+            target,
+            row.method,
+            zero_stage=int(stage) if stage not in (None, "None") else None,
+            offload=row.params.get("offload") == "True",
+        )
+    except (ConfigError, KeyError, TypeError, ValueError):
+        return math.nan
+    return option.est_cost_usd
 
 
 def group_cost_usd(

@@ -282,10 +282,9 @@ class Evidence:
                 return Comparison(interval.estimate, interval, how, spread, paired=True)
         ea, eb = self.quality(a), self.quality(b)
         value = _combine(statistic, ea.value, eb.value)
-        missing = [g for g, s in ((a, sa), (b, sb)) if s is None]
-        why = _no_scores_text(missing, self)
+        why = "no per-example scores" if sa is None or sb is None else "no shared example ids"
         if ea.interval is None or eb.interval is None:
-            return Comparison(value, None, f"point estimates only: no interval recorded ({why})", spread)
+            return Comparison(value, None, "point estimates only: no interval recorded", spread)
         se_a, se_b = _se(ea.interval), _se(eb.interval)
         if statistic == "difference":
             se = math.hypot(se_a, se_b)
@@ -313,15 +312,3 @@ def _examples(group: ConfigGroup, prefix: str) -> int | None:
     counts = {r.metrics.get(key) for r in group.rows}
     counts.discard(None)
     return int(min(counts)) if counts and all(math.isfinite(c) for c in counts) else None
-
-
-def _no_scores_text(missing: list[ConfigGroup], evidence: Evidence) -> str:
-    if not missing:
-        return "the runs share no example id"
-    names = []
-    for group in missing:
-        for row in group.rows:
-            why = evidence.why_no_scores(row)
-            if why:
-                names.append(f"{row.name}: {why}")
-    return "; ".join(names[:3]) + ("; ..." if len(names) > 3 else "")

@@ -86,7 +86,9 @@ def describe_inputs(params: Mapping[str, str]) -> dict[str, str]:
     path = _value(params, "model.path")
     fingerprint = _value(params, "model.fingerprint")
     model_text = model
-    extras = [p for p in (path if path != model else None, fingerprint and f"weights {fingerprint}") if p]
+    extras = [
+        p for p in (path if path != model else None, fingerprint and f"weights {fingerprint}") if p
+    ]
     if extras:
         model_text += f" ({', '.join(extras)})"
     data = _value(params, "data") or "?"
@@ -125,12 +127,12 @@ def describe_inputs(params: Mapping[str, str]) -> dict[str, str]:
 
 def inputs_sentence(group: InputsGroup) -> str:
     d = group.describe()
-    origin = (
-        f"inputs {group.id}"
-        if group.tagged
-        else f"inputs {group.id} (runs recorded without an inputs id, grouped by their model and data params)"
-    )
+    if not group.tagged:
+        return (
+            f"inputs {group.id} (runs recorded without an inputs id, grouped by their model and "
+            f"data params): model {d['model']}; data {d['data']}."
+        )
     return (
-        f"{origin}: model {d['model']}; data {d['data']}, difficulty {d['difficulty']}; "
+        f"inputs {group.id}: model {d['model']}; data {d['data']}, difficulty {d['difficulty']}; "
         f"examples {d['sizes']}; {d['evaluation']}."
     )

@@ -42,12 +42,16 @@ def quality_axis(ax, analysis: Analysis) -> None:
 
 
 def effect_lines(ax, effects: list[Effect]) -> None:
-    """One line per method through its mean quality at each value, bars from worst to best run."""
+    """One line per method through the best configuration's quality at each value, bars its 95%
+    interval."""
     for method in dict.fromkeys(e.method for e in effects):
         mine = [e for e in effects if e.method == method]
         xs = [e.value for e in mine]
         ys = [e.quality for e in mine]
-        errors = [[e.quality - e.low for e in mine], [e.high - e.quality for e in mine]]
+        errors = [
+            [max(0.0, e.quality - e.low) for e in mine],
+            [max(0.0, e.high - e.quality) for e in mine],
+        ]
         ax.errorbar(
             xs,
             ys,

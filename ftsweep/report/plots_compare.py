@@ -33,6 +33,21 @@ def quality_vs_cost(analysis: Analysis, path: Path) -> Path:
     costs = [r.cost_usd for r in analysis.usable]
     for method in dict.fromkeys(r.method for r in analysis.usable):
         runs = [r for r in analysis.usable if r.method == method]
+        with_ci = [(r, r.logged_interval()) for r in runs if r.logged_interval()]
+        if with_ci:  # each run's 95% interval over its examples
+            ax.errorbar(
+                [r.cost_usd for r, _ in with_ci],
+                [r.quality for r, _ in with_ci],
+                yerr=[
+                    [max(0.0, r.quality - lo) for r, (lo, _) in with_ci],
+                    [max(0.0, hi - r.quality) for r, (_, hi) in with_ci],
+                ],
+                fmt="none",
+                ecolor=colour(method),
+                alpha=0.45,
+                capsize=3,
+                zorder=2,
+            )
         ax.scatter(
             [r.cost_usd for r in runs],
             [r.quality for r in runs],
@@ -52,7 +67,7 @@ def quality_vs_cost(analysis: Analysis, path: Path) -> Path:
         label="Pareto front (no run is cheaper and better)",
         zorder=2,
     )
-    if analysis.recommendation:
+    if analysis.recommendation and analysis.recommendation.run:
         pick = analysis.recommendation.run
         ax.scatter(
             [pick.cost_usd],
@@ -135,6 +150,11 @@ def experiments_per_dollar(analysis: Analysis, path: Path) -> Path:
     return save(fig, path)
 
 
+def _bar(length: float) -> float:
+    # An unknown (NaN) or unbounded end draws no bar rather than breaking the plot.
+    return length if math.isfinite(length) and length > 0 else 0.0
+
+
 def _short_config(group) -> str:
     row = group.first
     lr = f"lr {row.learning_rate:.0e}" if row.learning_rate is not None else ""
@@ -150,13 +170,16 @@ def percent_of_full(analysis: Analysis, path: Path) -> Path:
     ax.axvspan(low, high, color="#f2d16b", alpha=0.45, label="the guide's 95-99%")
     full = best_full_run(analysis.usable)
     ax.axvline(
-        100, color=colour(full.method), linestyle="--", label="best full fine-tuning run = 100%"
+        100,
+        color=colour(full.method),
+        linestyle="--",
+        label="best full fine-tuning configuration = 100%",
     )
     for y, p in zip(ys, percents, strict=True):
         ax.errorbar(
             [p.mean],
             [y],
-            xerr=[[p.mean - p.low], [p.high - p.mean]],
+            xerr=[[_bar(p.mean - p.low)], [_bar(p.high - p.mean)]],
             fmt="o",
             markersize=8,
             capsize=5,
@@ -172,10 +195,12 @@ def percent_of_full(analysis: Analysis, path: Path) -> Path:
         )
     ax.set_yticks(ys, [_short_config(p.group) for p in percents], fontsize=8.5)
     ax.set_ylim(len(percents) - 0.5, -0.7)  # first configuration on top
-    lowest = min([low, *(p.low for p in percents)])
-    highest = max([100.0, *(p.high for p in percents)])
+    lowest = min([low, *(p.low for p in percents if math.isfinite(p.low))])
+    highest = max([100.0, *(p.high for p in percents if math.isfinite(p.high))])
     ax.set_xlim(lowest - 3, highest + 2)
-    ax.set_xlabel("quality as % of the best full fine-tuning run (points: mean; bars: seed range)")
+    ax.set_xlabel(
+        "quality as % of the best full fine-tuning configuration (points: estimate; bars: 95% interval)"
+    )
     ax.set_title("LoRA and QLoRA against full fine-tuning")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=8.5, frameon=False)
     return save(fig, path)

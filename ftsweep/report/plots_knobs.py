@@ -37,7 +37,7 @@ def quality_vs_rank(analysis: Analysis, path: Path) -> Path:
     ax.set_xlabel("LoRA rank r (log scale)")
     quality_axis(ax, analysis)
     ax.set_ylabel(QUALITY_LABEL)
-    ax.set_title("Quality against LoRA rank (mean over runs; bars: min to max)")
+    ax.set_title("Quality against LoRA rank (best configuration per rank; bars: 95% interval)")
     ax.legend(loc="best", fontsize=9)
     return save(fig, path)
 
@@ -77,7 +77,10 @@ def targets(analysis: Analysis, path: Path) -> Path:
         offset = (i - (len(methods) - 1) / 2) * step
         xs = [names.index(str(e.value)) + offset for e in mine]
         ys = [e.quality for e in mine]
-        errors = [[e.quality - e.low for e in mine], [e.high - e.quality for e in mine]]
+        errors = [
+            [max(0.0, e.quality - e.low) for e in mine],
+            [max(0.0, e.high - e.quality) for e in mine],
+        ]
         ax.errorbar(
             xs,
             ys,
@@ -93,6 +96,6 @@ def targets(analysis: Analysis, path: Path) -> Path:
     quality_axis(ax, analysis)
     ax.set_xlabel("target modules")
     ax.set_ylabel(QUALITY_LABEL)
-    ax.set_title("Quality by LoRA target modules (mean over runs; bars: min to max)")
+    ax.set_title("Quality by LoRA target modules (best configuration each; bars: 95% interval)")
     ax.legend(loc="best", fontsize=9)
     return save(fig, path)

@@ -5,10 +5,16 @@ best one's (`ftsweep.report.evidence`: the paired 95% interval of best minus it 
 the seeds' spread covers the difference), among those that beat the untrained base model beyond
 noise. When none beats the base model, nothing is recommended.
 
-Costs break ties, on the target hardware where one is given (measured there, else the report's
-projection to it, `ftsweep.report.costs`), and only where they differ by more than the
-run-to-run spread of wall time between seed repeats (10% where nothing was repeated): inside
-that spread, the tied configuration with the highest quality estimate is chosen.
+Cost breaks ties, on the target hardware:
+
+- runs measured on another device than the target (CPU runs, a GPU target): the plan's cost on
+  the target (`ftsweep.report.costs.planned_cost_usd`: FLOPs per token and each method's own
+  speed, such as QLoRA's dequantisation), since wall times on one device do not carry over to
+  another method by method;
+- runs measured on the target, no target given, or a configuration the plan cannot size: the
+  measured cost (projected to the target where one is given), counted only where costs differ
+  by more than the run-to-run spread of wall time between seed repeats (10% where nothing was
+  repeated); inside that spread, the tied configuration with the highest quality estimate.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ftsweep.config import HardwareConfig
-from ftsweep.report.costs import group_cost_usd, hardware_named
+from ftsweep.report.costs import group_cost_usd, hardware_named, planned_cost_usd
 from ftsweep.report.evidence import (
     Comparison,
     ConfigGroup,
@@ -114,12 +120,14 @@ class Recommendation:
     estimates: dict[tuple, Estimate]  # by group ids
     versus_best: dict[tuple, Comparison]  # best - group, by group ids (not the best itself)
     lifts: dict[tuple, Comparison]  # group - base model, by group ids (empty without one)
-    costs: dict[tuple, float]  # the tie-break cost per run, by group ids
+    costs: dict[tuple, float]  # cost per run, measured or projected to the target, by group ids
     cost_basis: str  # "measured on cpu", "projected to a100-80gb", ...
     noise: WallTimeNoise
     baseline: RunRow | None
     tie_break: str  # how the choice among contenders was made, in a sentence
     why_none: str | None = None
+    choice_short: str = ""  # the same in a few words, for the headline
+    by_plan: bool = False  # the tie was broken by the plan's cost on the target
     groups: list[ConfigGroup] = field(default_factory=list)
 
     @property
@@ -137,7 +145,7 @@ def _cost_basis(groups: list[ConfigGroup], target: HardwareConfig | None) -> str
         return f"measured on {', '.join(names)}"
     if names == [target.name]:
         return f"measured on {target.name}, the target"
-    return f"on {target.name}: projected from {', '.join(names)} (measured where a run ran on it)"
+    return f"projected to {target.name} from {', '.join(names)}"
 
 
 def recommend(
@@ -198,8 +206,51 @@ def recommend(
     )
     if why_none:
         return Recommendation(group=None, tie_break="", why_none=why_none, **common)
-    choice, tie_break = _break_tie(contenders, costs, estimates, noise)
-    return Recommendation(group=choice, tie_break=tie_break, **common)
+    if len(contenders) == 1:
+        return Recommendation(
+            group=best,
+            tie_break="every other configuration is significantly below it",
+            choice_short="the best quality, significantly above every other configuration",
+            **common,
+        )
+    planned = _planned(contenders, target)
+    if planned is not None:
+        choice, tie_break = _by_plan(contenders, planned, target)
+        short = f"the cheapest of them on {target.name} by the plan"
+    else:
+        choice, tie_break, short = _break_tie(contenders, costs, estimates, noise)
+    return Recommendation(
+        group=choice,
+        tie_break=tie_break,
+        choice_short=short,
+        by_plan=planned is not None,
+        **common,
+    )
+
+
+def _planned(contenders: list[ConfigGroup], target: HardwareConfig | None) -> dict | None:
+    """The plan's cost on the target of each contender, where the runs were measured elsewhere
+    and the plan can size every one of them; else None (measured costs decide)."""
+    if target is None:
+        return None
+    if all(r.params.get("hardware") == target.name for g in contenders for r in g.rows):
+        return None
+    planned = {g.ids: planned_cost_usd(g.first, target) for g in contenders}
+    return planned if all(math.isfinite(c) and c > 0 for c in planned.values()) else None
+
+
+def _by_plan(
+    contenders: list[ConfigGroup], planned: dict[tuple, float], target: HardwareConfig
+) -> tuple[ConfigGroup, str]:
+    ranked = sorted(contenders, key=lambda g: planned[g.ids])
+    choice, runner_up = ranked[0], ranked[1]
+    extra = planned[runner_up.ids] / planned[choice.ids] - 1
+    return choice, (
+        f"the cheapest on {target.name} by the plan (FLOPs per token and each method's speed, for the "
+        f"plan's 5,000-example workload), since the runs were measured on another device and wall "
+        f"times do not carry over method by method: the next cheapest of the {len(contenders)} "
+        f"configurations not significantly below the best is planned {extra:.0%} dearer"
+    )
 
 
 def _break_tie(
@@ -207,9 +258,16 @@ def _break_tie(
     costs: dict[tuple, float],
     estimates: dict[tuple, Estimate],
     noise: WallTimeNoise,
-) -> tuple[ConfigGroup, str]:
-    if len(contenders) == 1:
-        return contenders[0], "every other configuration is significantly below it"
+) -> tuple[ConfigGroup, str, str]:
+    priced = [g for g in contenders if math.isfinite(costs[g.ids])]
+    if not priced:
+        choice = max(contenders, key=lambda g: estimates[g.ids].value)
+        return (
+            choice,
+            "no cost could be put on them (hardware not in conf/hardware): the highest quality estimate",
+            "the highest quality of them (their costs are unknown)",
+        )
+    contenders = sorted(priced, key=lambda g: costs[g.ids])
     cheapest = costs[contenders[0].ids]
 
     def within_noise(g: ConfigGroup) -> bool:
@@ -221,15 +279,25 @@ def _break_tie(
     tied = [g for g in contenders if within_noise(g)]
     choice = max(tied, key=lambda g: (estimates[g.ids].value, -costs[g.ids]))
     others = len(contenders) - 1
+    if len(contenders) == 1:
+        return (
+            choice,
+            "the only one of them with a known cost",
+            "the only one of them with a known cost",
+        )
     if len(tied) == 1:
         runner_up = contenders[1]
         extra = costs[runner_up.ids] / cheapest - 1 if cheapest > 0 else math.inf
-        return choice, (
+        return (
+            choice,
             f"the cheapest of the {others + 1} configurations not significantly below the best: "
-            f"the next cheapest costs {extra:.0%} more, beyond the wall-time spread of {noise.share:.0%}"
+            f"the next cheapest costs {extra:.0%} more, beyond the wall-time spread of {noise.share:.0%}",
+            "the cheapest of them, beyond the wall-time spread",
         )
-    return choice, (
+    return (
+        choice,
         f"{len(tied)} of the {others + 1} configurations not significantly below the best cost "
         f"within the wall-time spread of {noise.share:.0%} of the cheapest, so cost cannot tell them "
-        "apart: the one with the highest quality estimate among them"
+        "apart: the one with the highest quality estimate among them",
+        "the highest quality of those whose costs are within the wall-time spread of the cheapest",
     )

@@ -101,7 +101,8 @@ def _md_block(block: Block) -> str:
         return f"![{block.caption}]({block.src})\n\n*{block.caption}*"
     if isinstance(block, Links):
         return "\n".join(
-            f"- [{_md_link_text(link.text)}]({link.target}.md)" + (f" {link.note}" if link.note else "")
+            f"- [{_md_link_text(link.text)}]({link.target}.md)"
+            + (f" {link.note}" if link.note else "")
             for link in block.items
         )
     return block

@@ -15,7 +15,6 @@ from ftsweep.report.evidence import ConfigGroup, Estimate
 from ftsweep.report.inputs import inputs_sentence
 from ftsweep.report.recommendation import Recommendation
 from ftsweep.report.render import (
-    Block,
     Bullets,
     Document,
     Lead,
@@ -107,33 +106,33 @@ def recommendation(a: Analysis) -> Section:
     g, best, run = rec.group, rec.best, rec.run
     e = rec.estimate(g)
     cost = rec.costs[g.ids]
-    if g.ids == best.ids:
-        why = "It has the best quality estimate in the sweep"
-        others = [c for c in rec.contenders if c.ids != g.ids]
-        why += (
-            f"; {plural(len(others), 'other configuration')} not significantly below it "
-            f"{'cost' if len(others) > 1 else 'costs'} about as much or more."
-            if others
-            else ", and every other configuration is significantly below it."
+    if g.ids == best.ids and len(rec.contenders) == 1:
+        why = "It has the best quality, and every other configuration is significantly below it."
+    elif g.ids == best.ids:
+        why = (
+            f"It has the best quality estimate; of the {len(rec.contenders)} configurations not "
+            f"significantly below it, it is {rec.choice_short}."
         )
     else:
         d = rec.versus_best[g.ids]
         why = (
-            f"It is the cheapest configuration not significantly below the best "
-            f"(best minus it: {fmt_diff(d.value, d.low, d.high)}, {d.how})."
+            f"It is not significantly below the best (best minus it: {fmt_diff(d.value, d.low, d.high)}, "
+            f"{d.how}); of the {len(rec.contenders)} configurations that are not, it is {rec.choice_short}."
         )
     lead = (
         f"Use {method_label(g.method)} ({g.knobs}): quality {est(e)} on the validation split, "
         f"{_test_text(a, ConfigGroup([run]))}, at {fmt_usd(cost)} per run ({rec.cost_basis}). {why}"
     )
     evidence: list[str] = [
-        f"Recommended run: {run.name} (run id {run.run_id}), its best seed by validation quality "
-        f"{fmt_quality(run.quality)}; {_test_text(a, ConfigGroup([run]))}. The test split was never used to choose."
+        f"Recommended run: {run.name} (run id {run.run_id}), "
+        f"{'its best seed by ' if g.n > 1 else ''}validation quality "
+        f"{est(a.evidence.quality(ConfigGroup([run])))}; {_test_text(a, ConfigGroup([run]))}. "
+        "The test split was never used to choose."
     ]
     if g.n > 1:
+        how = "examples and seeds resampled" if e.source == "per-example scores" else e.source
         evidence.append(
-            f"{plural(g.n, 'seed')} of this configuration pooled (examples and seeds resampled): "
-            f"{est(e)}; {_test_text(a, g)}."
+            f"{plural(g.n, 'seed')} of this configuration pooled ({how}): {est(e)}; {_test_text(a, g)}."
         )
     evidence.append(
         f"Best quality in the sweep: {method_label(best.method)} ({best.knobs}), {est(rec.estimate(best))} "
@@ -148,11 +147,18 @@ def recommendation(a: Analysis) -> Section:
             )
             + "."
         )
-    evidence.append(
-        f"Choice among them: {rec.tie_break}. Costs are per run {rec.cost_basis}; a cost difference counts only "
-        f"beyond the run-to-run spread of wall time: {rec.noise.text()}."
-    )
-    if best.ids != g.ids and cost > 0:
+    if rec.by_plan:
+        costs_text = (
+            f"The costs per run above are {rec.cost_basis}, by peak TFLOP/s alone, the same factor for every "
+            "method: they did not decide."
+        )
+    else:
+        costs_text = (
+            f"Costs are per run {rec.cost_basis}; a cost difference counts only beyond the run-to-run "
+            f"spread of wall time: {rec.noise.text()}."
+        )
+    evidence.append(f"Choice among them: {rec.tie_break}. {costs_text}")
+    if best.ids != g.ids and cost > 0 and rec.costs[best.ids] > cost:
         factor = rec.costs[best.ids] / cost
         evidence.append(
             f"The best-quality configuration costs {fmt_ratio(factor)} as much per run: the same budget buys "
@@ -161,7 +167,7 @@ def recommendation(a: Analysis) -> Section:
     if rec.baseline is not None:
         lift = rec.lifts[g.ids]
         evidence.append(
-            f"Against the untrained base model ({fmt_quality(rec.baseline.quality)}): "
+            f"Against the untrained base model ({est(a.evidence.quality(ConfigGroup([rec.baseline])))}): "
             f"{fmt_diff(lift.value, lift.low, lift.high)} ({lift.how})."
         )
     else:

@@ -7,13 +7,13 @@ from ftsweep.report.render import Block, Figure
 from ftsweep.report.runs import RunRow
 
 CAPTIONS = {
-    "quality_vs_cost": "Quality against cost per run. The dashed line is the Pareto front; the red circle is the recommended run.",
+    "quality_vs_cost": "Quality against cost per run, bars the 95% interval each run logged. The dashed line is the Pareto front (by point estimate); the red circle is the recommended run.",
     "experiments_per_dollar": "Experiments per dollar by method (log scale), measured and projected, beside the guide's ranges.",
-    "percent_of_full": "LoRA and QLoRA quality as a percentage of the best full fine-tuning run, against the guide's 95-99%.",
-    "quality_vs_rank": "Quality against LoRA rank: mean over runs, bars from the worst to the best run.",
-    "learning_rate": "Quality against learning rate for each method.",
-    "alpha_ratio": "Quality against alpha/rank; the dotted line is the guide's alpha = 2 x rank.",
-    "targets": "Quality by the modules LoRA adapts.",
+    "percent_of_full": "LoRA and QLoRA quality as a percentage of the best full fine-tuning configuration, with the 95% interval of that ratio, against the guide's 95-99%.",
+    "quality_vs_rank": "Quality against LoRA rank: the best configuration at each rank, bars its 95% interval.",
+    "learning_rate": "Quality against learning rate for each method, bars the 95% interval.",
+    "alpha_ratio": "Quality against alpha/rank (the best configuration at each, bars its 95% interval); the dotted line is the guide's alpha = 2 x rank.",
+    "targets": "Quality by the modules LoRA adapts (the best configuration each, bars its 95% interval).",
 }
 
 

@@ -11,7 +11,7 @@ from ftsweep.methods import method_label
 from ftsweep.report.analysis import Analysis, Effect, best_effect_per_method, distinct_values
 from ftsweep.report.guide import GUIDE_LR_RATIO
 from ftsweep.report.methods import adapter_method, full_method
-from ftsweep.report.render import Block, Section, Table, fmt_estimate, fmt_quality, fmt_ratio
+from ftsweep.report.render import Block, Section, Table, fmt_estimate, fmt_ratio
 from ftsweep.report.sections_common import figure_blocks
 
 # knob -> (title, value column, how a value reads, what one value tried cannot tell)
@@ -85,7 +85,7 @@ def _knob_section(a: Analysis, figures: dict[str, str], knob: str) -> Section | 
         blocks.append(
             "Best per method: "
             + "; ".join(
-                f"{method_label(m)} {value_text(e.value)} (mean quality {fmt_quality(e.quality)})"
+                f"{method_label(m)} {value_text(e.value)} (quality {fmt_estimate(e.quality, e.estimate.low, e.estimate.high)})"
                 for m, e in best.items()
             )
             + ". Each value is shown at its best configuration (its other knobs, learning rate included, at their "

@@ -12,6 +12,7 @@ from ftsweep.report.analysis import (
     best_percent_per_method,
     lift_over_base,
 )
+from ftsweep.report.claims import claim_percent
 from ftsweep.report.evidence import ConfigGroup
 from ftsweep.report.guide import percent_verdict
 from ftsweep.report.methods import is_adapter, is_full
@@ -54,12 +55,14 @@ def percent_evidence(a: Analysis) -> list[str]:
                 f"The recommended configuration reaches {_pct(p)} of the best full fine-tuning configuration: "
                 f"{percent_verdict(p.low, p.high)}."
             )
+    claim = claim_percent(a)
     for method, p in best_percent_per_method(a.percents).items():
         seeds = f"{p.group.n} seeds" if p.group.n > 1 else "one seed"
         out.append(
             f"{method_label(method)} reached {_pct(p)} of the best full fine-tuning configuration with {p.group.knobs} "
             f"({seeds}; {p.comparison.how if p.comparison else 'no interval'}): {percent_verdict(p.low, p.high)}."
         )
+    out.append(f"The guide's 95-99% claim: {claim.verdict} ({claim.reason}).")
     return out
 
 
