@@ -206,6 +206,9 @@ def _score(cfg: Config, inputs: TrialInputs, trained: _Trained, run: RunRecorder
         model = AutoModelForCausalLM.from_pretrained(trained.artifact_dir, use_safetensors=True)
     scores = score_and_log_examples(cfg, model, inputs, run, trained.artifact_dir.parent)
     forgetting = general_text_loss(model, inputs.tokenizer) - trained.general_loss_before
+    # The Trainer also pickles its arguments beside the weights: a pickle is never an artifact
+    # (merge refuses anything but safetensors and JSON), and nothing needs it.
+    (trained.artifact_dir / "training_args.bin").unlink(missing_ok=True)
     if cfg.method.is_adapter:
         run.log_artifacts(trained.artifact_dir, "adapter")
     return {
