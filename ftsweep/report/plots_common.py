@@ -62,3 +62,12 @@ def effect_lines(ax, effects: list[Effect]) -> None:
             label=method_label(method),
         )
     ax.margins(x=0.08)  # points at the ends of the range stay clear of the frame
+
+
+def finish_quality_plot(fig, ax, analysis, title: str, path):
+    """A quality plot's y axis, title and legend; saved to `path`."""
+    quality_axis(ax, analysis)
+    ax.set_ylabel(QUALITY_LABEL)
+    ax.set_title(title)
+    ax.legend(loc="best", fontsize=9)
+    return save(fig, path)

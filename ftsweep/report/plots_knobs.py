@@ -11,6 +11,7 @@ from ftsweep.report.plots_common import (
     QUALITY_LABEL,
     colour,
     effect_lines,
+    finish_quality_plot,
     new_figure,
     quality_axis,
     save,
@@ -35,11 +36,13 @@ def quality_vs_rank(analysis: Analysis, path: Path) -> Path:
     ax.xaxis.set_major_locator(FixedLocator(sorted({e.value for e in effects})))
     ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.set_xlabel("LoRA rank r (log scale)")
-    quality_axis(ax, analysis)
-    ax.set_ylabel(QUALITY_LABEL)
-    ax.set_title("Quality against LoRA rank (best configuration per rank; bars: 95% interval)")
-    ax.legend(loc="best", fontsize=9)
-    return save(fig, path)
+    return finish_quality_plot(
+        fig,
+        ax,
+        analysis,
+        "Quality against LoRA rank (best configuration per rank; bars: 95% interval)",
+        path,
+    )
 
 
 def learning_rate(analysis: Analysis, path: Path) -> Path:
@@ -47,11 +50,7 @@ def learning_rate(analysis: Analysis, path: Path) -> Path:
     effect_lines(ax, analysis.effects["learning_rate"])
     ax.set_xscale("log")
     ax.set_xlabel("learning rate (log scale)")
-    quality_axis(ax, analysis)
-    ax.set_ylabel(QUALITY_LABEL)
-    ax.set_title("Quality against learning rate, per method")
-    ax.legend(loc="best", fontsize=9)
-    return save(fig, path)
+    return finish_quality_plot(fig, ax, analysis, "Quality against learning rate, per method", path)
 
 
 def alpha_ratio(analysis: Analysis, path: Path) -> Path:
@@ -59,11 +58,7 @@ def alpha_ratio(analysis: Analysis, path: Path) -> Path:
     effect_lines(ax, analysis.effects["alpha_ratio"])
     ax.axvline(2, color="#888888", linestyle=":", label="the guide's alpha = 2 x rank")
     ax.set_xlabel("alpha / rank (LoRA scale)")
-    quality_axis(ax, analysis)
-    ax.set_ylabel(QUALITY_LABEL)
-    ax.set_title("Quality against the alpha/rank ratio")
-    ax.legend(loc="best", fontsize=9)
-    return save(fig, path)
+    return finish_quality_plot(fig, ax, analysis, "Quality against the alpha/rank ratio", path)
 
 
 def targets(analysis: Analysis, path: Path) -> Path:
