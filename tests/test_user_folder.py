@@ -251,4 +251,6 @@ print("ok")
     )
     assert out.returncode == 0, out.stderr
     assert "total: 9 trials" in out.stdout
-    assert len([line for line in out.stdout.splitlines() if line.split()[-1:] == ["ok"]]) == 5
+    assert (
+        len([line for line in out.stdout.splitlines() if line.split()[-1:] == ["ok"]]) == 9
+    )  # the default sweep's trials
