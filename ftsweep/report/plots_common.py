@@ -48,10 +48,7 @@ def effect_lines(ax, effects: list[Effect]) -> None:
         mine = [e for e in effects if e.method == method]
         xs = [e.value for e in mine]
         ys = [e.quality for e in mine]
-        errors = [
-            [max(0.0, e.quality - e.low) for e in mine],
-            [max(0.0, e.high - e.quality) for e in mine],
-        ]
+        errors = error_bars(mine)
         ax.errorbar(
             xs,
             ys,
@@ -71,3 +68,11 @@ def finish_quality_plot(fig, ax, analysis, title: str, path):
     ax.set_title(title)
     ax.legend(loc="best", fontsize=9)
     return save(fig, path)
+
+
+def error_bars(effects: list[Effect]) -> list[list[float]]:
+    """matplotlib's asymmetric `yerr`: each point's distance down and up to its 95% interval."""
+    return [
+        [max(0.0, e.quality - e.low) for e in effects],
+        [max(0.0, e.high - e.quality) for e in effects],
+    ]

@@ -11,6 +11,7 @@ from ftsweep.report.plots_common import (
     QUALITY_LABEL,
     colour,
     effect_lines,
+    error_bars,
     finish_quality_plot,
     new_figure,
     quality_axis,
@@ -72,10 +73,7 @@ def targets(analysis: Analysis, path: Path) -> Path:
         offset = (i - (len(methods) - 1) / 2) * step
         xs = [names.index(str(e.value)) + offset for e in mine]
         ys = [e.quality for e in mine]
-        errors = [
-            [max(0.0, e.quality - e.low) for e in mine],
-            [max(0.0, e.high - e.quality) for e in mine],
-        ]
+        errors = error_bars(mine)
         ax.errorbar(
             xs,
             ys,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ftsweep.config import Config, validate
+from ftsweep.config import Config
 
 
 def trial_resources(cfg: Config, node_cpus: int) -> dict[str, float]:
@@ -23,20 +23,6 @@ def trial_resources(cfg: Config, node_cpus: int) -> dict[str, float]:
 def cpus_per_worker(cfg: Config) -> int:
     # A worker-group trial's CPUs (train.threads, set from the trial's share) split between workers.
     return max(1, (cfg.train.threads or 1) // cfg.method.group_size)
-
-
-def resources_for(base: dict, single_process: dict[str, float]):
-    """Per-trial resources: a trial that starts a Ray Train worker group reserves no CPU or GPU
-    itself (its workers reserve their own; a CPU held here could starve them), others their share."""
-
-    def resources(config: dict) -> dict[str, float]:
-        from ftsweep.sweep.trainable import trial_of
-        from ftsweep.trial.workers import DRIVER_RESOURCES
-
-        cfg = trial_of(config, validate(base)).config
-        return dict(DRIVER_RESOURCES) if cfg.method.group_size > 1 else dict(single_process)
-
-    return resources
 
 
 # A stopped trial's thread closes its MLflow run before a reused worker takes the next trial;

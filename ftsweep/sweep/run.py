@@ -12,9 +12,9 @@ import time
 from dataclasses import dataclass
 
 from ftsweep.config import Config, ConfigError, validate
-from ftsweep.sweep.resources import resources_for, start_ray, trial_resources, with_threads
+from ftsweep.sweep.resources import start_ray, trial_resources, with_threads
 from ftsweep.sweep.space import TrialSpec, check_ranges, expand
-from ftsweep.sweep.trainable import trainable, trial_of
+from ftsweep.sweep.trainable import resources_for, trainable, trial_of
 from ftsweep.sweep.tuner import make_tuner, ray_experiment_name
 from ftsweep.tracking.queries import experiment_runs
 from ftsweep.tracking.record import TAG_TRIAL_ID, mark_abandoned_runs

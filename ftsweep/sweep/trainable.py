@@ -106,3 +106,16 @@ def budget_block(cfg: Config, trial_id: str) -> str | None:
     if any(r.info.status == "FINISHED" for r in own):
         return None  # already paid for; run_trial returns the record
     return over_budget(cfg, runs, own[0].info.run_id if own else None)
+
+
+def resources_for(base: dict, single_process: dict[str, float]):
+    """Per-trial resources: a trial that starts a Ray Train worker group reserves no CPU or GPU
+    itself (its workers reserve their own; a CPU held here could starve them), others their share."""
+
+    def resources(config: dict) -> dict[str, float]:
+        from ftsweep.trial.workers import DRIVER_RESOURCES
+
+        cfg = trial_of(config, validate(base)).config
+        return dict(DRIVER_RESOURCES) if cfg.method.group_size > 1 else dict(single_process)
+
+    return resources
