@@ -136,5 +136,7 @@ def test_asha_stops_poor_trials_early_and_tags_them(tmp_path):
             # Stopped at a rung: an eval loss by tokens, no final quality.
             assert "quality" not in run.data.metrics
             assert client.get_metric_history(run.info.run_id, "eval_loss")
+        # every run that used compute is priced, an early stop too
+        assert run.data.metrics["cost_usd"] > 0 and run.data.metrics["wall_time_s"] > 0
         if run.data.params["method"] == "full":
             assert not {"lora_r", "lora_alpha", "target_modules"} & set(run.data.params)

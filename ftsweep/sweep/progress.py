@@ -26,6 +26,10 @@ class SweepProgress:
         if resumed_from:
             self.note(f"{resumed_from} run(s) left RUNNING by an earlier sweep were marked KILLED")
 
+    def stopped_trials(self) -> set[str]:
+        """Trials the scheduler stopped early (they ended without their final report)."""
+        return {trial_id for trial_id, row in self.rows.items() if row["status"] == "STOPPED"}
+
     # -- display ---------------------------------------------------------------------------
     def note(self, message: str) -> None:
         self.console.print(f"[dim]{message}[/dim]")

@@ -17,7 +17,7 @@ from ftsweep.sweep.space import TrialSpec, check_ranges, expand
 from ftsweep.sweep.trainable import resources_for, trainable, trial_of
 from ftsweep.sweep.tuner import make_tuner, ray_experiment_name
 from ftsweep.tracking.queries import experiment_runs
-from ftsweep.tracking.record import TAG_TRIAL_ID, mark_abandoned_runs
+from ftsweep.tracking.record import TAG_TRIAL_ID, find_trial_runs, mark_abandoned_runs
 from ftsweep.tracking.store import ensure_experiment, experiment_name, get_client, tracking_uri
 from ftsweep.trust import private_dir
 
@@ -103,11 +103,26 @@ def run_sweep(cfg: Config, console=None) -> SweepOutcome:
         _record_baselines(base, [t["config"] for t in trials], resources, progress)
     with progress:
         grid = tuner.fit()
+    close_stopped_trials(client, experiment_id, grid, validate(base), progress.stopped_trials())
     interrupted = progress.interrupted or grid.num_terminated + grid.num_errors < len(grid)
     if not interrupted:
         # Every trial has ended: a run still RUNNING lost its worker before it could close.
         mark_abandoned_runs(client, experiment_id, reason="worker_lost")
     return _outcome(cfg, uri, specs, grid, validate(base), interrupted)
+
+
+def close_stopped_trials(client, experiment_id: str, grid, base_cfg: Config, stopped: set) -> None:
+    """Runs of trials the scheduler stopped that their processes left RUNNING, closed as early
+    stops (see trial.run.close_stopped_run)."""
+    from ftsweep.trial.run import close_stopped_run
+
+    for result in grid:
+        spec = trial_of(result.config, base_cfg)
+        if spec.trial_id not in stopped:
+            continue
+        for run in find_trial_runs(client, experiment_id, spec.trial_id):
+            if run.info.status == "RUNNING":
+                close_stopped_run(spec.config, run)
 
 
 def _outcome(cfg, uri, specs, grid, base_cfg: Config, interrupted: bool) -> SweepOutcome:

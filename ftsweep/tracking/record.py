@@ -187,6 +187,20 @@ class RunRecorder:
     def set_tag(self, key: str, value: str) -> None:
         self.client.set_tag(self.run_id, key, value)
 
+    def finish(
+        self,
+        status: str,
+        stop_reason: str,
+        error: str | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> None:
+        self.client.set_tag(self.run_id, TAG_STOP_REASON, stop_reason)
+        if error:
+            self.client.set_tag(self.run_id, TAG_ERROR, redact_uri(error)[:4000])
+        for key, value in (tags or {}).items():
+            self.client.set_tag(self.run_id, key, value)
+        self.client.set_terminated(self.run_id, status=status)
+
 
 class TrialRun(RunRecorder):
     """One trial's MLflow run: opened or reopened by trial id, closed with a status and reason."""
@@ -260,17 +274,3 @@ class TrialRun(RunRecorder):
         from mlflow.entities import Param
 
         self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
-
-    def finish(
-        self,
-        status: str,
-        stop_reason: str,
-        error: str | None = None,
-        tags: dict[str, str] | None = None,
-    ) -> None:
-        self.client.set_tag(self.run_id, TAG_STOP_REASON, stop_reason)
-        if error:
-            self.client.set_tag(self.run_id, TAG_ERROR, redact_uri(error)[:4000])
-        for key, value in (tags or {}).items():
-            self.client.set_tag(self.run_id, key, value)
-        self.client.set_terminated(self.run_id, status=status)

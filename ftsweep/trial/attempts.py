@@ -25,11 +25,11 @@ def begin_attempt(run, started_at: float) -> None:
     run.log_metrics({ATTEMPT_START: started_at}, step=run.failures)
 
 
-def earlier_attempts_s(run) -> list[float]:
-    """Wall time of each attempt before this one (recorded, or estimated from what it logged)."""
-    if run.failures == 0:
+def attempt_times_s(client, run_id: str, attempts: int) -> list[float]:
+    """Wall time of the run's first `attempts` attempts: as recorded, or estimated from what
+    each logged where its process was killed before it could record its own end."""
+    if attempts == 0:
         return []
-    client, run_id = run.client, run.run_id
     recorded = {m.step: m.value for m in client.get_metric_history(run_id, ATTEMPT_TIME)}
     starts = {m.step: m.value for m in client.get_metric_history(run_id, ATTEMPT_START)}
     stamps = sorted(
@@ -39,7 +39,7 @@ def earlier_attempts_s(run) -> list[float]:
         for m in client.get_metric_history(run_id, key)
     )
     times = []
-    for attempt in range(run.failures):
+    for attempt in range(attempts):
         if attempt in recorded:
             times.append(recorded[attempt])
             continue
@@ -50,23 +50,35 @@ def earlier_attempts_s(run) -> list[float]:
     return times
 
 
-def close_attempt(cfg: Config, run, started_at: float, this_s: float | None = None) -> dict:
-    """This attempt's time and the run's totals, logged; `this_s` defaults to the time since
-    `started_at`."""
+def log_attempt_totals(cfg: Config, recorder, times: list[float]) -> dict:
+    """Each attempt's time and the run's totals (the last attempt is the one that counts as
+    the run's own; the others were lost), logged; returns the totals."""
     from ftsweep.planning.cost import trial_cost_usd
 
-    this_s = time.time() - started_at if this_s is None else this_s
-    before = earlier_attempts_s(run)
-    total = sum(before) + this_s
-    # an attempt that was killed before it could record its time gets its estimate recorded
-    for attempt, seconds in enumerate(before):
-        run.log_metrics({ATTEMPT_TIME: seconds}, step=attempt, replace=True)
-    run.log_metrics({ATTEMPT_TIME: this_s}, step=run.failures, replace=True)
+    for attempt, seconds in enumerate(times):
+        recorder.log_metrics({ATTEMPT_TIME: seconds}, step=attempt, replace=True)
+    total = sum(times)
     totals = {
         "wall_time_s": total,
-        "lost_wall_time_s": sum(before),
+        "lost_wall_time_s": sum(times[:-1]),
         # what it rented, for every attempt (planning.cost.trial_cost_usd)
         "cost_usd": trial_cost_usd(cfg, total),
     }
-    run.log_metrics(totals, step=cfg.train.max_steps, replace=True)
+    recorder.log_metrics(totals, step=cfg.train.max_steps, replace=True)
     return totals
+
+
+def close_attempt(cfg: Config, run, started_at: float, this_s: float | None = None) -> dict:
+    """This attempt's time and the run's totals, logged; `this_s` defaults to the time since
+    `started_at`."""
+    this_s = time.time() - started_at if this_s is None else this_s
+    before = attempt_times_s(run.client, run.run_id, run.failures)
+    return log_attempt_totals(cfg, run, [*before, this_s])
+
+
+def close_unrecorded_attempt(cfg: Config, recorder, failures: int) -> dict:
+    """The totals of a run whose last attempt ended without recording its time (its process
+    was ended from outside), that attempt estimated from what it logged."""
+    return log_attempt_totals(
+        cfg, recorder, attempt_times_s(recorder.client, recorder.run_id, failures + 1)
+    )

@@ -12,8 +12,8 @@ import shutil
 import time
 
 from ftsweep.config import Config
-from ftsweep.tracking.record import TrialRun
-from ftsweep.trial.attempts import begin_attempt, close_attempt
+from ftsweep.tracking.record import TAG_FAILURES, TAG_TRIAL_ID, RunRecorder, TrialRun
+from ftsweep.trial.attempts import begin_attempt, close_attempt, close_unrecorded_attempt
 from ftsweep.trial.checkpoints import checkpoint_dir
 from ftsweep.trial.environment import release_memory
 from ftsweep.trial.hf_trainer import Reporter
@@ -99,3 +99,18 @@ def record_failure(cfg: Config, run: TrialRun, exc: BaseException) -> BaseExcept
         tags = oom_tags(cfg) if reason == "oom" else None
         run.finish(status, reason, error_text(cause), tags=tags)
     return cause
+
+
+def close_stopped_run(cfg: Config, run) -> None:
+    """Close the run of a trial the scheduler stopped, where its process ended first.
+
+    Ray Tune ends a stopped trial's actor without waiting for the trial to see the stop
+    (`record_failure` closes it when it does), so the driver closes what is left RUNNING: an
+    early stop, priced up to the last thing the trial logged.
+    """
+    from ftsweep.tracking.store import tracking_uri
+
+    recorder = RunRecorder.attach(tracking_uri(cfg), run.info.run_id)
+    close_unrecorded_attempt(cfg, recorder, int(run.data.tags.get(TAG_FAILURES, "0")))
+    recorder.finish("FINISHED", "early_stopped")
+    shutil.rmtree(checkpoint_dir(cfg, run.data.tags[TAG_TRIAL_ID]), ignore_errors=True)
