@@ -52,6 +52,13 @@ def tiny_config(tiny_overrides):
     return make
 
 
+def cpu_price_per_hour() -> float:
+    """What conf/hardware/cpu.yaml charges per device-hour (the fake runs' hardware)."""
+    from ftsweep.planning.cost import load_hardware
+
+    return load_hardware("cpu").price_per_device_hour
+
+
 # --- MLflow stores the report and adapter tests read -------------------------------------------
 
 # (method, lora_r, lora_alpha, targets, learning_rate, seed, quality, cost_usd, status, stop_reason)
@@ -67,7 +74,6 @@ FAKE_RUNS = [
     ("lora", 64, 128, "all-linear", 1e-4, 0, 0.99, 0.0001, "FAILED", "oom"),
     ("lora", 32, 64, "all-linear", 3e-3, 0, 0.99, 0.0001, "FINISHED", "early_stopped"),
 ]
-CPU_PRICE_PER_HOUR = 0.0893
 
 
 def _fake_adapter(base_path: str, out, r: int, alpha: int, targets: str, seed: int):
@@ -145,7 +151,7 @@ def log_fake_run(client, experiment_id, spec, adapter_dir=None, error=None):
         }
     else:
         params |= {"zero_stage": 2, "offload": False}
-    wall = cost / CPU_PRICE_PER_HOUR * 3600
+    wall = cost / cpu_price_per_hour() * 3600
     metrics = {
         "cost_usd": cost,
         "wall_time_s": wall,

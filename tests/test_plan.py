@@ -298,7 +298,7 @@ def test_check_fits_passes_qlora_7b_on_a_t4_and_the_default_cpu_trial():
 
 def test_check_fits_counts_every_cpu_worker_on_the_one_machine():
     # one process fits; four each hold a whole model (and a quarter of the batch) on one machine
-    one = compose(["method=full", "train.batch_size=8", "train.seq_len=1024"])
+    one = compose(["method=full", "train.batch_size=8", "train.seq_len=512"])
     assert check_fits(one) is None
     many = one.with_method(num_workers=4)
     message = check_fits(many)

@@ -16,11 +16,10 @@ from pathlib import Path
 import pytest
 
 from ftsweep.data.intervals import mean_interval
+from ftsweep.planning.cost import load_hardware
 from ftsweep.report.runs import load_rows
 from ftsweep.report.scores import NO_SCORES, SCORES_PATH, ScoreSource, parse_scores
 from ftsweep.tracking.record import TAG_INPUTS, TAG_STOP_REASON, TAG_SWEEP, TAG_TRIAL_ID
-
-CPU_PRICE = 0.0893  # conf/hardware/cpu.yaml, $ per device-hour
 
 
 def right(count: int, n: int = 32, offset: int = 0) -> list[float]:
@@ -143,7 +142,7 @@ class Store:
                 params |= {"zero_stage": "2", "offload": "False", "num_workers": "1"}
         metrics = {
             "wall_time_s": wall,
-            "cost_usd": wall / 3600 * CPU_PRICE,
+            "cost_usd": wall / 3600 * load_hardware("cpu").price_per_device_hour,
             "artifact_mb": artifact_mb if artifact_mb is not None else (0.1 * r if r else 270.0),
             "trainable_params": float((r or 400) * 8192),
             "forgetting": 0.01,

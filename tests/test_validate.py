@@ -70,9 +70,12 @@ def test_random_and_optuna_sweeps_list_their_sub_spaces(capsys):
 
 
 def test_a_trial_that_cannot_fit_fails_validation_unless_forced(capsys):
-    code, out, err = _validate(capsys, "sweep=lora_vs_full", "model=llama-2-7b")
+    # On a 20 GB machine: full fine-tuning and LoRA at each of three rates cannot fit; QLoRA's
+    # 4-bit base (17.6 GB estimated) fits.
+    code, out, err = _validate(
+        capsys, "sweep=lora_vs_full", "model=llama-2-7b", "hardware.memory_gb=20"
+    )
     assert code == 2
-    # full fine-tuning and LoRA at each of three rates; QLoRA's 4-bit base fits
     assert [line.split()[-2:] for line in _trial_lines(out)].count(["CANNOT", "FIT"]) == 6
     (line,) = err.splitlines()
     assert line.startswith(
@@ -80,7 +83,13 @@ def test_a_trial_that_cannot_fit_fails_validation_unless_forced(capsys):
     )
     assert "sweep.force=true launches it anyway" in line
 
-    code, out, err = _validate(capsys, "sweep=lora_vs_full", "model=llama-2-7b", "sweep.force=true")
+    code, out, err = _validate(
+        capsys,
+        "sweep=lora_vs_full",
+        "model=llama-2-7b",
+        "hardware.memory_gb=20",
+        "sweep.force=true",
+    )
     assert code == 0, err
     assert "6 cannot fit (launched anyway: sweep.force=true)" in out
 
