@@ -9,7 +9,7 @@ import pytest
 
 from ftsweep.config import ConfigError, compose, validate
 from ftsweep.methods import get_method
-from ftsweep.planning.cost import cost_usd, hardware_catalog
+from ftsweep.planning.cost import collective_bytes_per_step, cost_usd, hardware_catalog
 from ftsweep.planning.fit import calibrate
 from ftsweep.planning.memory import GB, Adapter, Memory, activation_gb, block_linear_params
 from ftsweep.planning.plan import (
@@ -167,6 +167,39 @@ def test_cost_is_devices_times_hours_times_price(llama7b_plan):
     for o in llama7b_plan[::17]:
         assert o.est_cost_usd == pytest.approx(o.num_gpus * o.est_hours * prices[o.gpu])
         assert o.experiments_per_dollar == pytest.approx(1 / o.est_cost_usd)
+
+
+def test_zero_collectives_move_what_the_zero_paper_counts():
+    # per device and step, in model sizes (16-bit): DDP and ZeRO-2 2x at one micro-batch,
+    # ZeRO-3 3x, each x (n-1)/n; one GPU moves nothing
+    n, model = 7_000_000_000, 7_000_000_000 * 2
+    ring = 7 / 8
+    assert collective_bytes_per_step(n, n, "bf16", 0, 8, 1) == pytest.approx(2 * ring * model)
+    assert collective_bytes_per_step(n, n, "bf16", 2, 8, 1) == pytest.approx(2 * ring * model)
+    assert collective_bytes_per_step(n, n, "bf16", 3, 8, 1) == pytest.approx(3 * ring * model)
+    assert collective_bytes_per_step(n, n, "bf16", 3, 1, 4) == 0
+    # gradient accumulation: ZeRO-2 reduce-scatters every micro-batch, DDP all-reduces once
+    assert collective_bytes_per_step(n, n, "bf16", 2, 8, 4) == pytest.approx(5 * ring * model)
+    assert collective_bytes_per_step(n, n, "bf16", 0, 8, 4) == pytest.approx(2 * ring * model)
+
+
+def test_a_slower_interconnect_slows_sharded_layouts_and_leaves_one_gpu_alone(llama7b):
+    from ftsweep.planning.plan import estimate, settings_for
+
+    s = settings_for(llama7b, "bf16", Workload())
+    nvlink = hardware_catalog()["a100-80gb"]
+    pcie = nvlink.model_copy(update={"interconnect_gb_s": 25.0})
+    sharded = [estimate(s, hw, "full", 4, 3) for hw in (nvlink, pcie)]
+    # ZeRO-3 on 4 GPUs at batch 4: the all-gathers over PCIe outweigh the compute
+    assert sharded[1].est_hours > 3 * sharded[0].est_hours
+    single = [estimate(s, hw, "lora", 1) for hw in (nvlink, pcie)]
+    assert single[0].est_hours == pytest.approx(single[1].est_hours)
+    # the optimizer step is sharded too: a device steps a quarter of the states
+    stepping = [
+        estimate(s, nvlink.model_copy(update={"memory_bandwidth_gb_s": bw}), "full", 4, 3)
+        for bw in (2039.0, 100.0)
+    ]
+    assert stepping[1].est_hours > stepping[0].est_hours
 
 
 def test_hours_scale_with_the_workload(llama7b):

@@ -113,6 +113,12 @@ class HardwareConfig(_Strict):
     # Share of peak_tflops a fine-tuning step reaches (model FLOPs utilisation); the plan's hours
     # divide by it until measured runs calibrate it.
     mfu: Annotated[float, Field(gt=0, le=1)] = 0.4
+    # Between two devices of one machine, one direction, GB/s as NCCL reaches it (NVLink, PCIe;
+    # on a CPU machine, gloo between processes): what ZeRO's collectives move over. The default
+    # is PCIe 4.0 x16's ~25 GB/s.
+    interconnect_gb_s: Annotated[float, Field(gt=0)] = 25.0
+    # Device memory, GB/s: the optimizer step reads and writes every state it updates.
+    memory_bandwidth_gb_s: Annotated[float, Field(gt=0)] = 1000.0
 
 
 class TrainConfig(_Strict):

@@ -20,9 +20,9 @@ from ftsweep.planning.memory import BYTES
 # that training adds (Trainer, allocator slack): 1.0 GB, fitted to six measured peak RSS.
 GPU_RUNTIME_GB = 1.0
 CPU_RUNTIME_GB = 1.0
-# Data-parallel scaling per extra GPU: ZeRO-3 all-gathers the weights for every pass, 1.5x the
-# communication of ZeRO-0/2. Assumptions, as above.
-DP_EFFICIENCY = {0: 0.9, 2: 0.9, 3: 0.8}
+# AdamW's step touches, per trained parameter: the fp32 master weight, both moments (read and
+# written), the fp32 gradient (read) and the 16-bit copy (written): ~30 bytes, memory-bound.
+ADAM_BYTES_PER_PARAM = 30
 # ZeRO-Offload runs AdamW on the host: ~0.5e9 parameters/s per GPU's share (Qwen2.5-3B on 2x A100
 # with DeepSpeed's CPU Adam stepped in 2.4-3.1 s), with 16-bit tensors over PCIe 4.0 at ~16 GB/s.
 HOST_ADAM_PARAMS_PER_S = 0.5e9
@@ -33,16 +33,50 @@ PCIE_BYTES_PER_S = 16e9
 
 
 def compute_tokens_per_s(
-    flops: float,
-    hardware: HardwareConfig,
-    speed_factor: float,
-    num_gpus: int,
-    zero_stage: int | None,
+    flops: float, hardware: HardwareConfig, speed_factor: float, num_gpus: int
 ) -> float:
-    # devices x scaling x mfu x peak FLOP/s / FLOPs per token x the method's own speed factor
-    scaling = DP_EFFICIENCY[zero_stage or 0] if num_gpus > 1 else 1.0
-    speed = num_gpus * scaling * hardware.mfu * hardware.peak_tflops * 1e12 / flops
+    # devices x mfu x peak FLOP/s / FLOPs per token x the method's own speed factor; what the
+    # devices spend talking to each other is added per step (collective_seconds_per_step)
+    speed = num_gpus * hardware.mfu * hardware.peak_tflops * 1e12 / flops
     return speed * speed_factor
+
+
+def collective_bytes_per_step(
+    total_params: int,
+    trained_params: int,
+    precision: str,
+    zero_stage: int,
+    num_gpus: int,
+    micro_batches: int,
+) -> float:
+    """Bytes each device sends per optimizer step in ZeRO's collectives (ZeRO paper, Rajbhandari
+    et al. 2020, section 7). Ring algorithms: a reduce-scatter or an all-gather of a tensor of
+    B bytes sends (n-1)/n x B from each of n devices."""
+    if num_gpus == 1:
+        return 0.0
+    ring = (num_gpus - 1) / num_gpus
+    w = BYTES[precision]
+    grads, params = trained_params * w, total_params * w
+    if zero_stage == 3:
+        # parameters all-gathered for forward and again for backward, gradients reduce-scattered:
+        # every micro-batch (3x the model, where DDP moves 2x)
+        return micro_batches * ring * (2 * params + grads)
+    if zero_stage in (1, 2):
+        # gradients reduce-scattered every micro-batch; the updated shards all-gathered once
+        return ring * (micro_batches + 1) * grads
+    # ZeRO-0 (plain data parallel): one all-reduce of the gradients per step, no_sync between
+    return 2 * ring * grads
+
+
+def collective_seconds_per_step(bytes_per_device: float, hardware: HardwareConfig) -> float:
+    # bytes each device sends / its link's bandwidth, with no overlap with compute (DeepSpeed
+    # overlaps part of it with backward: an upper bound)
+    return bytes_per_device / (hardware.interconnect_gb_s * 1e9)
+
+
+def optimizer_seconds_per_step(trained_params_per_device: float, hardware: HardwareConfig) -> float:
+    # the states of the parameters this device updates, read and written once
+    return trained_params_per_device * ADAM_BYTES_PER_PARAM / (hardware.memory_bandwidth_gb_s * 1e9)
 
 
 def offload_seconds_per_step(

@@ -29,10 +29,13 @@ from ftsweep.methods import Method, get_method, method_names
 from ftsweep.planning.cost import (
     CPU_RUNTIME_GB,
     GPU_RUNTIME_GB,
+    collective_bytes_per_step,
+    collective_seconds_per_step,
     compute_tokens_per_s,
     cost_usd,
     hardware_catalog,
     offload_seconds_per_step,
+    optimizer_seconds_per_step,
 )
 from ftsweep.planning.fit import calibrate
 from ftsweep.planning.layout import per_device_batch, splits_evenly
@@ -145,15 +148,23 @@ def _step(
     """Tokens one optimizer step trains on (the global batch, split over the GPUs), and the
     seconds it takes."""
     context = s.workload.context(s.seq_len)
-    trained = adapter_params(s.arch, s.adapter) if spec.trains_adapter() else 0
-    flops = spec.flops_per_token(s.arch, context, trained)
+    trained = adapter_params(s.arch, s.adapter) if spec.trains_adapter() else s.arch.num_params
+    flops = spec.flops_per_token(s.arch, context, trained if spec.trains_adapter() else 0)
     tokens = s.batch_size * context * s.grad_accum
-    speed = compute_tokens_per_s(flops, hardware, spec.speed_factor, num_gpus, zero_stage)
-    seconds = tokens / speed
+    seconds = tokens / compute_tokens_per_s(flops, hardware, spec.speed_factor, num_gpus)
+    stage = zero_stage or 0
+    seconds += collective_seconds_per_step(
+        collective_bytes_per_step(
+            s.arch.num_params, trained, s.precision, stage, num_gpus, s.grad_accum
+        ),
+        hardware,
+    )
     if offload:
-        seconds += offload_seconds_per_step(
-            s.arch, s.precision, zero_stage or 0, num_gpus, s.grad_accum
-        )
+        seconds += offload_seconds_per_step(s.arch, s.precision, stage, num_gpus, s.grad_accum)
+    else:
+        # ZeRO-1 and up shard the optimizer states: each device steps its share
+        shards = num_gpus if stage >= 1 else 1
+        seconds += optimizer_seconds_per_step(trained / shards, hardware)
     return tokens, seconds
 
 
