@@ -120,3 +120,18 @@ def test_a_checkpoint_half_written_when_the_worker_died_is_passed_over(tiny_conf
     tags = get_client(tracking_uri(cfg)).get_run(result.run_id).data.tags
     assert (tags[TAG_RESUMED_FROM], tags[TAG_STOP_REASON]) == ("2", "completed")
     assert not folder.exists()
+
+
+def test_saving_checkpoints_is_timed_apart_from_training(tiny_config):
+    cfg = tiny_config("sweep.name=ckpt-time", "train.max_steps=4", "train.checkpoint_every=1")
+    result = run_trial(cfg)
+    metrics = get_client(tracking_uri(cfg)).get_run(result.run_id).data.metrics
+    # three saves (steps 1-3; the last step's is skipped), inside the Trainer's runtime
+    assert 0 < metrics["checkpoint_time_s"] < result.metrics["train_time_s"]
+    training_s = result.metrics["train_time_s"] - metrics["checkpoint_time_s"]
+    assert metrics["tokens_per_s"] == pytest.approx(result.metrics["tokens_trained"] / training_s)
+
+    unsaved = run_trial(
+        tiny_config("sweep.name=ckpt-none", "train.max_steps=4", "train.checkpoint_every=null")
+    )
+    assert unsaved.metrics["checkpoint_time_s"] == 0

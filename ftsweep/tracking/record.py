@@ -71,6 +71,7 @@ METRICS = (
     "test_quality_ci_high",
     "eval_loss",
     "wall_time_s",
+    "checkpoint_time_s",
     "tokens_per_s",
     "peak_mem_gb",
     "trainable_params",

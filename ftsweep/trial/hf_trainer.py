@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,7 +49,8 @@ def progress_callback(run, report: Reporter | None, counter):
 
 
 def trainer_class():
-    """HF's Trainer, stopping at the first step whose loss is NaN or inf.
+    """HF's Trainer, stopping at the first step whose loss is NaN or inf, signing and timing
+    each checkpoint it saves.
 
     Checked after each forward/backward, before the optimizer applies the step: a trial that
     diverges between two log steps stops there, not at the next log.
@@ -57,6 +59,18 @@ def trainer_class():
     from transformers import Trainer
 
     class DivergenceCheckingTrainer(Trainer):
+        # Seconds spent writing and signing resumable checkpoints: inside the Trainer's runtime,
+        # recorded apart so tokens/s measures training and the save's own cost is visible.
+        checkpoint_time_s = 0.0
+
+        def _save_checkpoint(self, model, trial):
+            from ftsweep.trial.manifest import sign_saved_checkpoint
+
+            started = time.perf_counter()
+            super()._save_checkpoint(model, trial)
+            sign_saved_checkpoint(self.args, self.state)
+            self.checkpoint_time_s += time.perf_counter() - started
+
         def training_step(self, model, inputs, num_items_in_batch=None):
             loss = super().training_step(model, inputs, num_items_in_batch)
             if not bool(torch.isfinite(loss).all()):

@@ -135,21 +135,27 @@ def verify_manifest(folder: Path, key: bytes | None = None) -> None:
 
 
 def manifest_callback():
-    """A TrainerCallback whose `on_save` signs the checkpoint the Trainer has just written."""
+    """A TrainerCallback whose `on_save` signs the checkpoint the Trainer has just written (for
+    a plain Trainer; ftsweep's own signs inside its timed save)."""
     from transformers import TrainerCallback
-    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
     class ManifestCallback(TrainerCallback):
         def on_save(self, args, state, control, **kwargs):
-            import torch.distributed as dist
-
-            # Every rank has written its part (DeepSpeed's shards) before rank 0 hashes them.
-            if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-                dist.barrier()
-            if not state.is_world_process_zero:
-                return
-            folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
-            if folder.is_dir():
-                write_manifest(folder)
+            sign_saved_checkpoint(args, state)
 
     return ManifestCallback()
+
+
+def sign_saved_checkpoint(args, state) -> None:
+    """Sign the checkpoint the Trainer has just written for `state.global_step`."""
+    import torch.distributed as dist
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    # Every rank has written its part (DeepSpeed's shards) before rank 0 hashes them.
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+    if not state.is_world_process_zero:
+        return
+    folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+    if folder.is_dir():
+        write_manifest(folder)

@@ -85,7 +85,8 @@ def group_metrics(
 ) -> dict[str, float]:
     """Throughput, memory and cost of a trial from each rank's own measurements.
 
-    `ranks[r]` holds rank r's `tokens_trained`, `train_time_s` and `peak_mem_gb`. A group of
+    `ranks[r]` holds rank r's `tokens_trained`, `train_time_s` (saves included),
+    `checkpoint_time_s` and `peak_mem_gb`. A group of
     more than one also records the group's size and each rank's own numbers.
     """
     from ftsweep.planning.cost import trial_cost_usd
@@ -95,10 +96,15 @@ def group_metrics(
     tokens = sum(r["tokens_trained"] for r in ranks)
     # Ranks step in lockstep (gradients are reduced every step): the slowest sets the pace.
     train_time_s = max(r["train_time_s"] for r in ranks)
+    # Saves happen inside the training time, every rank writing its part at once.
+    checkpoint_time_s = max(r.get("checkpoint_time_s", 0.0) for r in ranks)
+    training_s = train_time_s - checkpoint_time_s
     metrics = {
         "tokens_trained": tokens,
         "train_time_s": train_time_s,
-        "tokens_per_s": tokens / train_time_s if train_time_s > 0 else 0.0,
+        "checkpoint_time_s": checkpoint_time_s,
+        # the speed of training itself: what the plan calibrates against
+        "tokens_per_s": tokens / training_s if training_s > 0 else 0.0,
         # What has to fit on one device: the largest rank's peak.
         "peak_mem_gb": max(r["peak_mem_gb"] for r in ranks),
         "wall_time_s": wall_time_s,

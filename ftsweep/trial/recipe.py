@@ -21,7 +21,6 @@ from ftsweep.tracking.record import TAG_RESUMED_FROM, RunRecorder
 from ftsweep.trial.checkpoints import checkpoint_dir, checkpoint_step, resume_point
 from ftsweep.trial.environment import trial_environment
 from ftsweep.trial.hf_trainer import Reporter, progress_callback, trainer_class, training_arguments
-from ftsweep.trial.manifest import manifest_callback
 from ftsweep.trial.measure import PeakMemory, TrainedTokens, group_metrics
 
 
@@ -160,11 +159,8 @@ def _train(cfg, inputs, run, report, rank: Rank, workdir: Path, checkpoints, sho
         train_dataset=inputs.train_set,
         eval_dataset=inputs.eval_set,
         data_collator=PadCollator(inputs.tokenizer.pad_token_id),
-        # Progress to the run and the scheduler; each checkpoint signed as it is written.
-        callbacks=[
-            progress_callback(run if rank.records else None, report, counter),
-            manifest_callback(),
-        ],
+        # Progress to the run and the scheduler (the trainer signs each checkpoint it writes).
+        callbacks=[progress_callback(run if rank.records else None, report, counter)],
     )
     resume_from = resume_point(checkpoints, rank.rank, rank.world)
     if resume_from and rank.records:
@@ -175,7 +171,11 @@ def _train(cfg, inputs, run, report, rank: Rank, workdir: Path, checkpoints, sho
     artifact_dir = workdir / "artifact"
     eval_loss = trainer.evaluate()["eval_loss"]
     trainer.save_model(str(artifact_dir))
-    own = {"tokens_trained": counter.tokens, "train_time_s": result.metrics["train_runtime"]}
+    own = {
+        "tokens_trained": counter.tokens,
+        "train_time_s": result.metrics["train_runtime"],
+        "checkpoint_time_s": trainer.checkpoint_time_s,
+    }
     return _Trained(trainer, artifact_dir, before, trainable, own | {"eval_loss": eval_loss})
 
 
