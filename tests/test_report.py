@@ -275,7 +275,8 @@ def test_report_files_on_the_fake_sweep(fake_store, tmp_path):
     assert "## What this sweep cannot tell" in md
     # The guide's cost table, measured and projected.
     assert "| Factor | Full fine-tuning | LoRA | QLoRA |" in md
-    assert md.count("| Experiments per dollar |") == 2
+    assert md.count("| Experiments per dollar (measured) |") == 1
+    assert md.count("| Experiments per dollar (projected) |") == 1
     assert "95.2 (guide: 1-2)" in md  # 1 / $0.0105
     assert "Projected to a100-80gb" in md
     # Claims: nothing here tuned its learning rate at a setting, so no quality claim is testable.
@@ -379,7 +380,8 @@ def test_report_on_real_tiny_trials(trial_store, tmp_path):
     md = path.read_text()
     assert "## Recommendation" in md and "**Use " in md
     assert "| Factor | Full fine-tuning | LoRA | QLoRA |" in md
-    assert "| Cost per run |" in md and "| Storage per model |" in md
+    assert "| Cost per run (measured) |" in md and "| Storage per model (measured) |" in md
+    assert "| Cost per run (projected) |" in md
     assert len(list((tmp_path / "plots").glob("*.png"))) >= 2
     rows = load_rows(uri, "tiny")
     assert len(rows) == 5 and all(r.usable for r in rows)

@@ -33,6 +33,7 @@ from ftsweep.report.recommendation import (
 )
 from ftsweep.report.runs import RunRow, load_rows
 from ftsweep.report.scores import ScoreSource
+from ftsweep.report.spend import Spend, sweep_spend
 from ftsweep.trial.baseline import BASELINE_METHOD
 
 # --- knobs -----------------------------------------------------------------------------------
@@ -233,6 +234,7 @@ class Analysis:
     evidence: Evidence = field(default_factory=Evidence)
     inputs: InputsGroup | None = None  # the inputs these runs share
     inputs_groups: int = 1  # how many sets of inputs the sweep's runs were on
+    spend: Spend | None = None  # what every run on these inputs cost, by kind
 
     def estimate(self, group: ConfigGroup) -> Estimate:
         return self.evidence.quality(group)
@@ -277,7 +279,8 @@ def analyse_rows(
     """The analysis of runs that share their inputs (the base model's run among them)."""
     evidence = evidence or Evidence()
     # The base model's run is the bar runs are measured against, not a candidate itself.
-    baselines = [r for r in all_rows if r.method == BASELINE_METHOD and r.usable]
+    base_models = [r for r in all_rows if r.method == BASELINE_METHOD]
+    baselines = [r for r in base_models if r.usable]
     rows = [r for r in all_rows if r.method != BASELINE_METHOD]
     usable = [r for r in rows if r.usable]
     hardware = hardware_named(r.params.get("hardware", "") for r in usable)
@@ -305,6 +308,7 @@ def analyse_rows(
         evidence=evidence,
         inputs=inputs,
         inputs_groups=inputs_groups,
+        spend=sweep_spend(rows, base_models),
     )
 
 

@@ -26,7 +26,7 @@ from ftsweep.report.render import (
     fmt_usd,
 )
 from ftsweep.report.sections_common import param_values, plural
-from ftsweep.report.sections_cost import cost_table, epd_evidence
+from ftsweep.report.sections_cost import cost_table, epd_evidence, spend_section
 from ftsweep.report.sections_knobs import knobs
 from ftsweep.report.sections_quality import (
     lift_and_forgetting,
@@ -310,6 +310,7 @@ def build_document(a: Analysis, figures: dict[str, str]) -> Document:
         versus_full(a, figures),
         lift_and_forgetting(a),
         cost_table(a, figures),
+        spend_section(a),
         *knobs(a, figures),
         all_runs(a),
         left_out(a),

@@ -53,7 +53,9 @@ def epd_evidence(a: Analysis) -> list[str]:
     return out
 
 
-def _cost_table(costs: list[MethodCost]) -> Table:
+def _cost_table(costs: list[MethodCost], basis: str) -> Table:
+    """The guide's rows for each method; `basis` ("measured" or "projected") labels the time,
+    cost and experiments-per-dollar figures (storage is always measured: it is a file size)."""
     methods = [c.method for c in costs]
     gains = gain_over_full(costs)
 
@@ -66,20 +68,23 @@ def _cost_table(costs: list[MethodCost]) -> Table:
     rows = [
         ["Device", *(cell(c.method, c.devices, "device") for c in costs)],
         [
-            "Training time per run",
+            f"Training time per run ({basis})",
             *(cell(c.method, fmt_seconds(c.wall_time_s), "hours") for c in costs),
         ],
-        ["Cost per run", *(cell(c.method, fmt_usd(c.cost_usd), "cost") for c in costs)],
-        ["Storage per model", *(cell(c.method, fmt_mb(c.storage_mb), "storage") for c in costs)],
+        [f"Cost per run ({basis})", *(cell(c.method, fmt_usd(c.cost_usd), "cost") for c in costs)],
         [
-            "Experiments per dollar",
+            "Storage per model (measured)",
+            *(cell(c.method, fmt_mb(c.storage_mb), "storage") for c in costs),
+        ],
+        [
+            f"Experiments per dollar ({basis})",
             *(cell(c.method, fmt_count(c.experiments_per_dollar), "epd") for c in costs),
         ],
     ]
     if gains:
         rows.append(
             [
-                "Experiments per dollar against full",
+                f"Experiments per dollar against full ({basis})",
                 *(fmt_ratio(gains[m]) + ("" if is_full(m) else " (guide: 5-20x)") for m in methods),
             ]
         )
@@ -111,10 +116,10 @@ def cost_table(a: Analysis, figures: dict[str, str]) -> Section:
         f"Measured on {', '.join(used)}: means over each method's finished runs. Time is the whole run's wall time; "
         "cost is devices x hours x price per device-hour; storage is what the run saves (the adapter for LoRA-type "
         "methods, the whole model for full). The guide's figures are for a 7B model on 5K examples.",
-        _cost_table(a.costs),
+        _cost_table(a.costs, "measured"),
     ]
     if a.target and a.projected:
-        blocks += [_projection_text(a), _cost_table(a.projected)]
+        blocks += [_projection_text(a), _cost_table(a.projected, "projected")]
     elif not a.target:
         others = [n for n in group_options("hardware") if n not in used]
         blocks.append(
@@ -124,4 +129,37 @@ def cost_table(a: Analysis, figures: dict[str, str]) -> Section:
     if a.price_warnings:
         blocks += [f"Prices older than {PRICE_MAX_AGE_DAYS} days:", Bullets(a.price_warnings)]
     blocks += figure_blocks(figures, "experiments_per_dollar")
+    return Section(title, blocks)
+
+
+def spend_section(a: Analysis) -> Section:
+    """What the sweep spent on these inputs: a line per kind of run, adding up to the total."""
+    title = "What the sweep spent"
+    spend = a.spend
+    if spend is None or not spend.total_usd:
+        return Section(title, ["No run recorded a cost."])
+    total = spend.total_usd
+    rows = [
+        [
+            line.kind,
+            str(line.runs),
+            fmt_seconds(line.wall_time_s),
+            fmt_usd(line.cost_usd),
+            f"{line.cost_usd / total:.0%}",
+        ]
+        for line in spend.lines
+        if line.runs
+    ]
+    rows.append(["total", "", fmt_seconds(spend.total_wall_time_s), fmt_usd(total), "100%"])
+    blocks: list[Block] = [
+        "Every run that used compute, measured on the hardware it ran on: trials that completed, "
+        "stopped early or failed, the untrained base model's scoring, and the attempts lost when a "
+        "trial broke off and resumed (part of that trial's cost, shown apart).",
+        Table(["Runs", "Count", "Wall time", "Cost (measured)", "Share"], rows),
+    ]
+    if spend.unpriced:
+        names = ", ".join(r.name for r in spend.unpriced[:5])
+        blocks.append(
+            f"{len(spend.unpriced)} run(s) recorded no cost and are not counted: {names}."
+        )
     return Section(title, blocks)
