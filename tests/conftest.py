@@ -159,6 +159,7 @@ def log_fake_run(client, experiment_id, spec, adapter_dir=None, error=None):
         "eval_loss": 2.0 - quality,
     }
     metrics |= {"tokens_per_s": 500.0, "peak_mem_gb": 1.5, "trainable_params": (r or 400) * 8192}
+    metrics["tokens_trained"] = metrics["tokens_per_s"] * metrics["train_time_s"]
     metrics |= {"artifact_mb": 0.1 * r if r else 25.0}
     if status == "FINISHED" and stop_reason == "completed":
         metrics["quality"] = quality

@@ -16,7 +16,13 @@ import pytest
 from ftsweep.config import ConfigError, HardwareConfig
 from ftsweep.planning.cost import load_hardware
 from ftsweep.report.analysis import analyse, percent_of_full
-from ftsweep.report.costs import effective_tflops, price_warnings, projected_seconds
+from ftsweep.report.costs import (
+    cheapest_layout,
+    effective_tflops,
+    price_warnings,
+    projected_costs,
+    projected_seconds,
+)
 from ftsweep.report.recommendation import pareto_front, recommend
 from ftsweep.report.render import Document, Section, Table
 from ftsweep.report.runs import RunRow, load_rows
@@ -239,11 +245,47 @@ def test_analysis_of_the_fake_sweep(fake_store):
     costs = {c.method: c for c in a.costs}
     assert costs["full"].cost_usd == pytest.approx(0.0105)
     assert costs["full"].experiments_per_dollar == pytest.approx(1 / 0.0105)
+    # Projected: the measured tokens at the plan's speed on the method's cheapest a100 layout,
+    # the rest of the wall time (start-up, evaluation) scaled by effective TFLOP/s.
     projected = {c.method: c for c in a.projected}
     cpu, a100 = load_hardware("cpu"), load_hardware("a100-80gb")
     speedup = (a100.peak_tflops * a100.mfu) / (cpu.peak_tflops * cpu.mfu)
-    assert projected["full"].wall_time_s == pytest.approx(costs["full"].wall_time_s / speedup)
-    assert projected["full"].cost_usd == pytest.approx(projected["full"].wall_time_s / 3600 * 1.79)
+    full_runs = [r for r in a.usable if r.method == "full"]
+    option = cheapest_layout(full_runs[0], a100, [])
+    seconds = [
+        r.metrics["tokens_trained"] / option.est_tokens_per_s
+        + (r.wall_time_s - r.metrics["train_time_s"]) / speedup
+        for r in full_runs
+    ]
+    assert projected["full"].wall_time_s == pytest.approx(sum(seconds) / len(seconds))
+    assert projected["full"].cost_usd == pytest.approx(
+        option.num_gpus * projected["full"].wall_time_s / 3600 * 1.79
+    )
+    assert projected["full"].devices.startswith(f"{option.num_gpus}x a100-80gb")
+
+
+def test_each_method_is_projected_on_its_own_cheapest_layout():
+    # llama-2-7b at batch 4: full fine-tuning needs ZeRO over several 80 GB GPUs, LoRA one
+    def row(method, **params):
+        params = {"method": method, "model": "llama-2-7b", "hardware": "cpu", "batch_size": "4"}
+        params |= {"seq_len": "256", "precision": "fp32"}
+        metrics = {"quality": 0.5, "cost_usd": 1.0, "wall_time_s": 100.0, "train_time_s": 90.0}
+        metrics["tokens_trained"] = 10_000.0
+        return RunRow(method, method, "FINISHED", "completed", params | extra(method), metrics)
+
+    def extra(method):
+        return {"lora_r": "16", "target_modules": "all-linear"} if method == "lora" else {}
+
+    a100 = load_hardware("a100-80gb")
+    projected, notes = projected_costs(
+        [row("full"), row("lora")], a100, {"cpu": load_hardware("cpu")}
+    )
+    devices = {c.method: c.devices for c in projected}
+    assert devices["lora"].startswith("1x a100-80gb")
+    full = cheapest_layout(row("full"), a100, [])
+    assert full.num_gpus > 1 and full.zero_stage in (2, 3)
+    assert devices["full"].startswith(f"{full.num_gpus}x a100-80gb ({full.layout})")
+    assert any("not calibrated" in n for n in notes)  # CPU runs say nothing of a GPU's speed
 
 
 def _report_text(out: Path) -> tuple[str, str]:

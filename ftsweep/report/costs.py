@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from ftsweep.config import ConfigError, HardwareConfig
 from ftsweep.config.sources import group_options
-from ftsweep.planning.cost import experiments_per_dollar, load_hardware, run_cost_usd
+from ftsweep.planning.cost import cost_usd, experiments_per_dollar, load_hardware, run_cost_usd
 from ftsweep.report.methods import by_method, is_full
 from ftsweep.report.runs import RunRow
 
@@ -83,22 +83,21 @@ def run_cost_on(
     return run_cost_usd(seconds, target)
 
 
-def planned_cost_usd(row: RunRow, target: HardwareConfig) -> float:
-    """What the plan (`ftsweep.planning`: FLOPs per token, the method's own speed, one device)
-    says this run's configuration costs on the target for the plan's standard workload: a cost
-    that CPU wall times cannot give for a GPU (QLoRA's dequantisation, say). NaN when the plan
-    cannot size it (a model without architecture numbers, modules it does not know)."""
+def row_settings(row: RunRow, target: HardwareConfig):
+    """The plan's settings for this run's configuration on the target (`ftsweep.planning`), at
+    the plan's standard workload; None when the plan cannot size it (a model without
+    architecture numbers, modules it does not know)."""
     from ftsweep.config import ArchitectureConfig
     from ftsweep.config.compose import compose_group
     from ftsweep.config.sources import stored_option
     from ftsweep.methods import find_method
     from ftsweep.methods.lora import TARGET_PRESETS
     from ftsweep.planning.memory import Adapter
-    from ftsweep.planning.plan import DEFAULT_WORKLOAD, estimate
+    from ftsweep.planning.plan import DEFAULT_WORKLOAD
     from ftsweep.planning.settings import Settings
 
     if find_method(row.method) is None:
-        return math.nan
+        return None
     try:
         # A name read back from the store: only ever one of the model options, read as data.
         model = stored_option("model", row.params.get("model"), "the run's `model` param")
@@ -109,7 +108,7 @@ def planned_cost_usd(row: RunRow, target: HardwareConfig) -> float:
         precision = row.params.get("precision", "fp32")
         if target.device == "cuda":
             precision = "bf16" if target.bf16 else "fp16"
-        settings = Settings(
+        return Settings(
             model=model,
             arch=arch,
             precision=precision,
@@ -119,17 +118,53 @@ def planned_cost_usd(row: RunRow, target: HardwareConfig) -> float:
             workload=DEFAULT_WORKLOAD,
             adapter=adapter,
         )
-        stage = row.params.get("zero_stage")
-        option = estimate(
-            settings,
-            target,
-            row.method,
-            zero_stage=int(stage) if stage not in (None, "None") else None,
-            offload=row.params.get("offload") == "True",
-        )
     except (ConfigError, KeyError, TypeError, ValueError):
+        return None
+
+
+def planned_cost_usd(row: RunRow, target: HardwareConfig) -> float:
+    """What the plan (FLOPs per token, the method's own speed, the run's own layout on one
+    device) says this run's configuration costs on the target for the plan's standard workload:
+    a cost that CPU wall times cannot give for a GPU (QLoRA's dequantisation, say). NaN when the
+    plan cannot size it."""
+    from ftsweep.planning.plan import estimate
+
+    settings = row_settings(row, target)
+    if settings is None:
         return math.nan
+    stage = row.params.get("zero_stage")
+    option = estimate(
+        settings,
+        target,
+        row.method,
+        zero_stage=int(stage) if stage not in (None, "None") else None,
+        offload=row.params.get("offload") == "True",
+    )
     return option.est_cost_usd
+
+
+def cheapest_layout(row: RunRow, target: HardwareConfig, measured: list[dict]):
+    """The plan's cheapest layout that fits for this run's method on the target (full
+    fine-tuning on as many GPUs as it needs, adapters on one), calibrated by `measured` runs
+    where they ran on that kind of device; None when nothing fits or the plan cannot size it."""
+    from ftsweep.methods import get_method
+    from ftsweep.planning.fit import calibrate
+    from ftsweep.planning.layout import splits_evenly
+    from ftsweep.planning.option import cost_key
+    from ftsweep.planning.plan import MAX_GPUS, estimate
+
+    settings = row_settings(row, target)
+    if settings is None:
+        return None
+    layouts = get_method(row.method).plan_layouts(target.device == "cpu", MAX_GPUS)
+    options = [
+        estimate(settings, target, row.method, n, stage, offload)
+        for n, stage, offload in layouts
+        if splits_evenly(settings.batch_size, n)
+    ]
+    options = calibrate(options, measured) if measured else options
+    fitting = [o for o in options if o.fits]
+    return min(fitting, key=cost_key) if fitting else None
 
 
 def group_cost_usd(
@@ -190,32 +225,51 @@ def measured_costs(rows: list[RunRow], hardware: dict[str, HardwareConfig]) -> l
 def projected_costs(
     rows: list[RunRow], target: HardwareConfig, hardware: dict[str, HardwareConfig]
 ) -> tuple[list[MethodCost], list[str]]:
-    """Each method's runs rescaled to the target device; notes name runs that cannot be."""
+    """Each method's runs on the target, each method on its own cheapest layout there.
+
+    A run's training is its measured tokens at the plan's speed for that layout (calibrated by
+    measured runs on that kind of device, where there are any); what it spent besides training
+    (start-up, evaluation) is scaled by the devices' effective TFLOP/s. Notes say what could not
+    be projected and whether the speed was calibrated.
+    """
     out, notes = [], []
-    for method, runs in by_method(r for r in rows if r.usable).items():
+    usable = [r for r in rows if r.usable]
+    measured = [{**r.params, **r.metrics, "run_id": r.run_id, "run_name": r.name} for r in usable]
+    for method, runs in by_method(usable).items():
+        option = cheapest_layout(runs[0], target, measured)
+        if option is None:
+            notes.append(f"{method}: no layout the plan knows fits {target.name}, not projected")
+            continue
         seconds = []
         for row in runs:
-            measured = hardware.get(row.params.get("hardware", ""))
-            if measured is None:
-                notes.append(
-                    f"{row.name}: hardware {row.params.get('hardware')!r} not in conf/hardware, not projected"
-                )
+            ran_on = hardware.get(row.params.get("hardware", ""))
+            tokens = row.metrics.get("tokens_trained", math.nan)
+            if ran_on is None or not math.isfinite(tokens):
+                notes.append(f"{row.name}: no hardware or trained tokens recorded, not projected")
                 continue
+            training_s = row.metrics.get("train_time_s", 0.0) - row.metrics.get(
+                "checkpoint_time_s", 0.0
+            )
+            besides = max(row.wall_time_s - training_s, 0.0)
             seconds.append(
-                projected_seconds(
-                    row.wall_time_s, effective_tflops(measured), effective_tflops(target)
-                )
+                tokens / option.est_tokens_per_s
+                + projected_seconds(besides, effective_tflops(ran_on), effective_tflops(target))
             )
         if not seconds:
             continue
         wall = statistics.fmean(seconds)
+        speed = option.calibrated or "not calibrated (no run of it on that kind of device)"
+        notes.append(
+            f"{method}: {option.num_gpus}x {target.name}, {option.layout}, "
+            f"{option.est_tokens_per_s:,.0f} tokens/s planned; {speed}"
+        )
         out.append(
             MethodCost(
                 method=method,
-                devices=_device_label(target, target.name),
+                devices=f"{option.num_gpus}x {target.name} ({option.layout}) at ${target.price_per_device_hour:g}/h",
                 runs=len(seconds),
                 wall_time_s=wall,
-                cost_usd=run_cost_usd(wall, target),
+                cost_usd=cost_usd(option.num_gpus, wall / 3600, target.price_per_device_hour),
                 storage_mb=_mean_storage_mb(runs),
             )
         )

@@ -99,11 +99,14 @@ def _projection_text(a: Analysis) -> str:
         f"{hw.name} {hw.peak_tflops:g} x {hw.mfu:g} = {effective_tflops(hw):g}" for hw in measured
     )
     return (
-        f"Projected to {t.name} (${t.price_per_device_hour:g}/device-hour, price from {t.price_date}): each run's "
-        f"time x (measured device's TFLOP/s / {t.name}'s), where TFLOP/s = peak x the share of it a step reaches "
-        f"(mfu in conf/hardware): {rates}; {t.name} {t.peak_tflops:g} x {t.mfu:g} = {effective_tflops(t):g}. "
-        "Start-up and evaluation are scaled like training, and small models rarely reach a big GPU's usual "
-        "share of peak: read these as a lower bound on time and cost."
+        f"Projected to {t.name} (${t.price_per_device_hour:g}/device-hour, price from {t.price_date}): each "
+        "method on its own cheapest layout there by the plan (`ftsweep plan`: full fine-tuning on as many "
+        "GPUs as it needs, LoRA and QLoRA on one), each run's measured training tokens at the plan's speed "
+        "for that layout (compute, ZeRO's collectives and the optimizer step; calibrated where runs of the "
+        "method ran on that kind of device), and what the run spent besides training (start-up, evaluation) "
+        f"scaled by effective TFLOP/s, peak x the share of it a step reaches: {rates}; {t.name} "
+        f"{t.peak_tflops:g} x {t.mfu:g} = {effective_tflops(t):g}. Small models rarely reach a big GPU's "
+        "usual share of peak: read an uncalibrated projection as a lower bound on time and cost."
     )
 
 
