@@ -119,6 +119,11 @@ class HardwareConfig(_Strict):
     interconnect_gb_s: Annotated[float, Field(gt=0)] = 25.0
     # Device memory, GB/s: the optimizer step reads and writes every state it updates.
     memory_bandwidth_gb_s: Annotated[float, Field(gt=0)] = 1000.0
+    # Where checkpoints are written, GB/s (a local NVMe disk ~1-2; cloud block storage less).
+    disk_gb_s: Annotated[float, Field(gt=0)] = 1.0
+    # How long, on average, a trial's machine runs before it is lost (a crash, a preemption):
+    # what train.checkpoint_every=auto weighs a save against.
+    mtbf_hours: Annotated[float, Field(gt=0)] = 24.0
 
 
 class TrainConfig(_Strict):
@@ -136,8 +141,10 @@ class TrainConfig(_Strict):
     eval_every: Annotated[int, Field(ge=1)] | None = None
     # CPU threads per trial (None: what the process is given).
     threads: Annotated[int, Field(ge=1)] | None = None
-    # A resumable checkpoint every N steps, so a trial whose worker died resumes from it; None: never.
-    checkpoint_every: Annotated[int, Field(ge=1)] | None = None
+    # A resumable checkpoint every N steps, so a trial whose worker died resumes from it; None:
+    # never; "auto": where a save's cost balances the attempts it saves
+    # (`ftsweep.planning.checkpointing`).
+    checkpoint_every: Annotated[int, Field(ge=1)] | Literal["auto"] | None = None
 
 
 # A sweep's or experiment's name becomes a folder under RESULTS (reports, checkpoints, Ray

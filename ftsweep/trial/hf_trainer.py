@@ -88,6 +88,8 @@ def training_arguments(
     import torch
     from transformers import TrainingArguments
 
+    from ftsweep.planning.checkpointing import checkpoint_every_steps
+
     if checkpoints:
         from ftsweep.trial.checkpoints import prepare_checkpoint_dir
 
@@ -113,7 +115,7 @@ def training_arguments(
         # is NaN), which would hide divergence from the callback that stops on it.
         logging_nan_inf_filter=False,
         save_strategy="steps" if checkpoints else "no",
-        save_steps=cfg.train.checkpoint_every or 500,
+        save_steps=checkpoint_every_steps(cfg) or 500,
         save_total_limit=1,  # resuming needs the latest only
         eval_strategy="steps" if cfg.train.eval_every else "no",
         eval_steps=cfg.train.eval_every,

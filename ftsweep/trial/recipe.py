@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ftsweep.config import Config
+from ftsweep.planning.checkpointing import checkpoint_every_steps
 from ftsweep.tracking.record import TAG_RESUMED_FROM, RunRecorder
 from ftsweep.trial.checkpoints import checkpoint_dir, checkpoint_step, resume_point
 from ftsweep.trial.environment import trial_environment
@@ -112,7 +113,8 @@ def train_and_evaluate(
     `started_at` (time.time()) is when the trial's processes were requested."""
     started_at = time.time() if started_at is None else started_at
     inputs = prepare_inputs(cfg)
-    checkpoints = checkpoint_dir(cfg, trial_id) if cfg.train.checkpoint_every else None
+    # `auto` resolves to steps by what a save costs (planning.checkpointing)
+    checkpoints = checkpoint_dir(cfg, trial_id) if checkpoint_every_steps(cfg) else None
     with (
         tempfile.TemporaryDirectory(prefix="ftsweep-trial-") as workdir,
         PeakMemory() as memory,
