@@ -33,6 +33,8 @@ def test_grid_sweep_lists_every_trial_with_memory_and_cost(capsys):
         assert line.startswith(spec.trial_id)
         assert spec.config.method.name in line and spec.run_name in line
         assert "GB" not in line and "$" in line  # numbers, not units, in the columns
+        # `auto` checkpoints: a full save outweighs a 40-step CPU trial's risk, an adapter's not
+        assert ("none" if spec.config.method.name == "full" else "every ") in line
     assert "total: 9 trials, est $" in out
     assert "0 cannot fit" in out
 
@@ -98,7 +100,8 @@ def test_unknown_architecture_is_a_question_mark(capsys):
     code, out, err = _validate(capsys, "sweep=smoke", "model.architecture=null")
     assert code == 0, err
     for line in _trial_lines(out):
-        assert line.split()[-3:] == ["?", "?", "ok"]
+        # nothing to size memory, cost or a checkpoint interval by
+        assert line.split()[-4:] == ["?", "?", "none", "ok"]
     assert "(+? where the model has no architecture numbers)" in out
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 
 from ftsweep.config import Config, ConfigError, validate
+from ftsweep.planning.checkpointing import checkpoint_every_steps
 from ftsweep.planning.cost import run_cost_usd
 from ftsweep.planning.plan import check_fits, estimate_trial
 from ftsweep.sweep.run import check_sweep
@@ -70,6 +71,8 @@ def _trial_row(cfg, trial: str, knobs: str) -> dict:
     option = estimate_trial(cfg)
     row = {"trial": trial, "method": cfg.method.name, "knobs": knobs, "peak": None, "cost": None}
     row["reason"] = check_fits(cfg)
+    every = checkpoint_every_steps(cfg)  # train.checkpoint_every, `auto` resolved
+    row["saves"] = f"every {every} steps" if every else "none"
     if option is not None:
         t = cfg.train
         tokens = t.max_steps * t.batch_size * t.grad_accum * t.seq_len
@@ -97,11 +100,12 @@ def _print_rows(rows: list[dict], names: list[str]) -> None:
             row["knobs"],
             "?" if row["peak"] is None else f"{row['peak']:.2f}",
             "?" if row["cost"] is None else _money(row["cost"]),
+            row["saves"],
             ("CANNOT FIT" if row["reason"] else "ok"),
         ]
         for row in rows
     ]
-    header = [*names, "peak GB/device", "est cost USD", "plan"]
+    header = [*names, "peak GB/device", "est cost USD", "checkpoints", "plan"]
     widths = [max(len(str(c)) for c in column) for column in zip(header, *cells, strict=False)]
     for line in [header, *cells]:
         print("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
