@@ -28,6 +28,7 @@ def test_every_priced_run_is_one_line_and_lost_attempts_are_apart():
         _row("ctrl-c", "KILLED", "interrupted", cost=0.2, wall=20.0),
         _row("over budget", "KILLED", "skipped_budget"),  # never launched: nothing to price
         _row("old", "FINISHED", "completed"),  # recorded before runs were priced
+        _row("under way", "RUNNING", "running"),  # its cost is not known yet
     ]
     base = [_row("base", "FINISHED", "completed", cost=0.05, wall=5.0, method="base")]
     spend = sweep_spend(rows, base)
@@ -43,6 +44,7 @@ def test_every_priced_run_is_one_line_and_lost_attempts_are_apart():
     assert spend.total_usd == pytest.approx(1.0 + 2.0 + 0.3 + 0.1 + 0.2 + 0.05)
     assert spend.total_wall_time_s == pytest.approx(365.0)
     assert [r.name for r in spend.unpriced] == ["old"]
+    assert [r.name for r in spend.running] == ["under way"]
 
 
 def test_the_report_prints_the_spend_adding_up_to_every_runs_cost(fake_store):

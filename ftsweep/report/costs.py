@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from ftsweep.config import ConfigError, HardwareConfig
 from ftsweep.config.sources import group_options
-from ftsweep.planning.cost import cost_usd, experiments_per_dollar, load_hardware, run_cost_usd
+from ftsweep.planning.cost import cost_usd, experiments_per_dollar, load_hardware
 from ftsweep.report.methods import by_method, is_full
 from ftsweep.report.runs import RunRow
 
@@ -70,17 +70,37 @@ def run_cost_on(
     row: RunRow, target: HardwareConfig | None, hardware: dict[str, HardwareConfig]
 ) -> float:
     """A run's cost on the target hardware: measured when it ran there (or no target is
-    given), else its wall time projected to the target; NaN when it cannot be projected."""
+    given), else projected there (`projected_run`); NaN when it cannot be projected."""
     name = row.params.get("hardware", "")
     if target is None or name == target.name:
         return row.cost_usd
-    measured = hardware.get(name)
-    if measured is None or not math.isfinite(row.wall_time_s):
+    projected = projected_run(row, target, hardware, [])
+    if projected is None:
         return math.nan
-    seconds = projected_seconds(
-        row.wall_time_s, effective_tflops(measured), effective_tflops(target)
+    seconds, option = projected
+    return cost_usd(option.num_gpus, seconds / 3600, target.price_per_device_hour)
+
+
+def projected_run(
+    row: RunRow, target: HardwareConfig, hardware: dict[str, HardwareConfig], measured: list[dict]
+):
+    """(seconds, layout) of this run on the target: its measured training tokens at the plan's
+    speed on its method's cheapest layout there (calibrated by `measured` runs on that kind of
+    device), plus what it spent besides training (start-up, evaluation) scaled by the devices'
+    effective TFLOP/s. None when the run lacks what that needs or nothing fits the target."""
+    ran_on = hardware.get(row.params.get("hardware", ""))
+    tokens = row.metrics.get("tokens_trained", math.nan)
+    if ran_on is None or not math.isfinite(tokens) or not math.isfinite(row.wall_time_s):
+        return None
+    option = cheapest_layout(row, target, measured)
+    if option is None or option.est_tokens_per_s <= 0:
+        return None
+    training_s = row.metrics.get("train_time_s", 0.0) - row.metrics.get("checkpoint_time_s", 0.0)
+    besides = max(row.wall_time_s - training_s, 0.0)
+    seconds = tokens / option.est_tokens_per_s + projected_seconds(
+        besides, effective_tflops(ran_on), effective_tflops(target)
     )
-    return run_cost_usd(seconds, target)
+    return seconds, option
 
 
 def row_settings(row: RunRow, target: HardwareConfig):
@@ -236,28 +256,20 @@ def projected_costs(
     usable = [r for r in rows if r.usable]
     measured = [{**r.params, **r.metrics, "run_id": r.run_id, "run_name": r.name} for r in usable]
     for method, runs in by_method(usable).items():
-        option = cheapest_layout(runs[0], target, measured)
-        if option is None:
-            notes.append(f"{method}: no layout the plan knows fits {target.name}, not projected")
-            continue
-        seconds = []
+        projected = []
         for row in runs:
-            ran_on = hardware.get(row.params.get("hardware", ""))
-            tokens = row.metrics.get("tokens_trained", math.nan)
-            if ran_on is None or not math.isfinite(tokens):
-                notes.append(f"{row.name}: no hardware or trained tokens recorded, not projected")
-                continue
-            training_s = row.metrics.get("train_time_s", 0.0) - row.metrics.get(
-                "checkpoint_time_s", 0.0
-            )
-            besides = max(row.wall_time_s - training_s, 0.0)
-            seconds.append(
-                tokens / option.est_tokens_per_s
-                + projected_seconds(besides, effective_tflops(ran_on), effective_tflops(target))
-            )
-        if not seconds:
+            one = projected_run(row, target, hardware, measured)
+            if one is None:
+                notes.append(
+                    f"{row.name}: not projected (no hardware or trained tokens recorded, or no "
+                    f"layout the plan knows fits {target.name})"
+                )
+            else:
+                projected.append(one)
+        if not projected:
             continue
-        wall = statistics.fmean(seconds)
+        option = projected[0][1]  # one layout per method: its configurations share model and batch
+        wall = statistics.fmean(seconds for seconds, _ in projected)
         speed = option.calibrated or "not calibrated (no run of it on that kind of device)"
         notes.append(
             f"{method}: {option.num_gpus}x {target.name}, {option.layout}, "
@@ -267,7 +279,7 @@ def projected_costs(
             MethodCost(
                 method=method,
                 devices=f"{option.num_gpus}x {target.name} ({option.layout}) at ${target.price_per_device_hour:g}/h",
-                runs=len(seconds),
+                runs=len(projected),
                 wall_time_s=wall,
                 cost_usd=cost_usd(option.num_gpus, wall / 3600, target.price_per_device_hour),
                 storage_mb=_mean_storage_mb(runs),

@@ -149,8 +149,8 @@ def recommendation(a: Analysis) -> Section:
         )
     if rec.by_plan:
         costs_text = (
-            f"The costs per run above are {rec.cost_basis}, by peak TFLOP/s alone, the same factor for every "
-            "method: they did not decide."
+            f"The costs per run above are {rec.cost_basis}, with no GPU run to calibrate the "
+            "plan's speed: they did not decide."
         )
     else:
         costs_text = (
@@ -250,7 +250,7 @@ def _setting_limits(a: Analysis) -> list[str]:
     )
     if any(hw.device == "cpu" for hw in a.hardware.values()):
         projected = (
-            f"the {a.target.name} figures are projections by peak TFLOP/s"
+            f"the {a.target.name} figures are projections by the plan"
             if a.target
             else "pass target=NAME to project them"
         )
@@ -258,9 +258,7 @@ def _setting_limits(a: Analysis) -> list[str]:
             f"Runs were measured on a CPU: no GPU time or memory was measured; {projected}."
         )
     elif a.target:
-        items.append(
-            f"The {a.target.name} figures are projections by peak TFLOP/s, not measurements."
-        )
+        items.append(f"The {a.target.name} figures are projections by the plan, not measurements.")
     return items
 
 

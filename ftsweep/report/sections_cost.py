@@ -160,6 +160,9 @@ def spend_section(a: Analysis) -> Section:
         "trial broke off and resumed (part of that trial's cost, shown apart).",
         Table(["Runs", "Count", "Wall time", "Cost (measured)", "Share"], rows),
     ]
+    if spend.running:
+        names = ", ".join(r.name for r in spend.running[:5])
+        blocks.append(f"{len(spend.running)} run(s) still running, not counted yet: {names}.")
     if spend.unpriced:
         names = ", ".join(r.name for r in spend.unpriced[:5])
         blocks.append(

@@ -27,6 +27,7 @@ class SpendLine:
 class Spend:
     lines: list[SpendLine]  # one per kind in KINDS, empty kinds included
     unpriced: list[RunRow]  # runs that recorded no cost (recorded before runs were priced)
+    running: list[RunRow]  # runs still under way: their cost is not known yet
 
     @property
     def total_usd(self) -> float:
@@ -48,8 +49,11 @@ def kind_of(row: RunRow, is_base_model: bool = False) -> str:
 def sweep_spend(rows: list[RunRow], base_models: list[RunRow]) -> Spend:
     """The cost of `rows` (the sweep's trials) and `base_models` (its untrained-model runs)."""
     lines = {kind: SpendLine(kind) for kind in KINDS}
-    unpriced = []
+    unpriced, running = [], []
     for row, is_base in [*((r, False) for r in rows), *((r, True) for r in base_models)]:
+        if row.status == "RUNNING":
+            running.append(row)
+            continue
         cost, wall = row.cost_usd, row.wall_time_s
         if not (math.isfinite(cost) and math.isfinite(wall)):
             if row.stop_reason != "skipped_budget":  # never launched: nothing to price
@@ -65,4 +69,4 @@ def sweep_spend(rows: list[RunRow], base_models: list[RunRow]) -> Spend:
             lines["lost to failures"].runs += 1
             lines["lost to failures"].wall_time_s += lost
             lines["lost to failures"].cost_usd += lost_cost
-    return Spend(list(lines.values()), unpriced)
+    return Spend(list(lines.values()), unpriced, running)
