@@ -89,3 +89,29 @@ def test_grace_scan_counts_compute_and_the_gap_to_the_grids_best():
     assert rows[(2, 1)]["compute_fraction"] < 1.0
     assert rows[(2, 2)]["best_quality_gap"] == pytest.approx(0.4)
     assert best_rank_by_step(ordered) == [3, 3, 1, 1]
+
+
+def test_memory_calibration_uses_only_the_other_cases_of_a_method():
+    from bench.common import compose
+    from bench.memory import SETTINGS, calibrated_estimates, case_overrides
+    from ftsweep.planning.plan import estimate_trial
+
+    s = SETTINGS["quick"]
+
+    def case(method, batch, scale):
+        cfg = compose(case_overrides(s["model"], method, batch, s["seq_len"], s["steps"]))
+        option = estimate_trial(cfg)
+        runtime = option.breakdown_gb["runtime"]
+        # a measurement whose model part is `scale` x the plan's (peak RSS includes the runtime)
+        measured = runtime + scale * (option.est_peak_gb_per_gpu - runtime)
+        stage = getattr(cfg.method, "zero_stage", None)
+        return {"method": method, "batch_size": batch, "zero_stage": stage, "measured_gb": measured}
+
+    # both LoRA cases 1.5x the plan: each, calibrated by the other, is then exact; the full
+    # fine-tuning case has no other case of its method and keeps the plain estimate
+    cases = [case("lora", 1, 1.5), case("lora", 4, 1.5), case("full", 1, 1.2)]
+    calibrated = calibrated_estimates(cases, s)
+    assert calibrated[0] == pytest.approx(cases[0]["measured_gb"], rel=1e-3)
+    assert calibrated[1] == pytest.approx(cases[1]["measured_gb"], rel=1e-3)
+    full = estimate_trial(compose(case_overrides(s["model"], "full", 1, s["seq_len"], s["steps"])))
+    assert calibrated[2] == pytest.approx(full.est_peak_gb_per_gpu)
