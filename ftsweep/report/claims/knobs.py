@@ -21,6 +21,7 @@ from ftsweep.report.claims.verdicts import (
     limit_reason,
     lora_method,
     range_verdict,
+    untestable_comparison,
 )
 from ftsweep.report.guide import (
     GUIDE_COMPARABLE_SHARE,
@@ -57,17 +58,11 @@ def _value_claim(
     margin = GUIDE_COMPARABLE_SHARE * a.estimate(rival.best).value
     table = _effects_table(a, effects, at, show)
     measured = f"{name}: {est_text(at.estimate)}; best other, {show(rival.value)}: {est_text(rival.estimate)}; difference {cmp_text(diff)}"
-    reasons = [
-        flat_reason(a),
-        limit_reason([(show(at.value), at.estimate), (show(rival.value), rival.estimate)]),
-        learning_rates(a, at.best).untuned(),
-        learning_rates(a, rival.best).untuned(),
-    ]
-    reason = next((r for r in reasons if r), None)
-    if reason:
-        return Claim(text, NOT_TESTABLE, f"{measured}; {reason}", table)
-    if not diff.known:
-        return Claim(text, NOT_TESTABLE, f"{measured}: no interval ({diff.how})", table)
+    blocked = untestable_comparison(
+        a, text, measured, table, diff, [(show(at.value), at), (show(rival.value), rival)]
+    )
+    if blocked:
+        return blocked
     bar = f"{margin:.3f} (5% of {fmt_quality(a.estimate(rival.best).value)})"
     if diff.high <= margin:
         return Claim(text, SUPPORTED, f"{measured}: it is below the best by at most {bar}", table)
@@ -133,17 +128,11 @@ def claim_targets(a: Analysis) -> Claim:
     diff = a.evidence.difference(both.best, att.best)
     table = _effects_table(a, list(effects.values()), both, str)
     measured = f"all-linear {est_text(both.estimate)} against attention {est_text(att.estimate)}: difference {cmp_text(diff)}"
-    reasons = [
-        flat_reason(a),
-        limit_reason([("attention", att.estimate), ("all-linear", both.estimate)]),
-        learning_rates(a, att.best).untuned(),
-        learning_rates(a, both.best).untuned(),
-    ]
-    reason = next((r for r in reasons if r), None)
-    if reason:
-        return Claim(text, NOT_TESTABLE, f"{measured}; {reason}", table)
-    if not diff.known:
-        return Claim(text, NOT_TESTABLE, f"{measured}: no interval ({diff.how})", table)
+    blocked = untestable_comparison(
+        a, text, measured, table, diff, [("attention", att), ("all-linear", both)]
+    )
+    if blocked:
+        return blocked
     if diff.positive:
         return Claim(text, SUPPORTED, f"{measured}: higher beyond noise", table)
     if diff.negative:

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 
 from ftsweep.methods import method_label
-from ftsweep.report.analysis import Analysis
+from ftsweep.report.analysis import Analysis, Effect
 from ftsweep.report.evidence import Comparison, ConfigGroup, Estimate
 from ftsweep.report.methods import adapter_method
 from ftsweep.report.render import (
@@ -151,3 +151,21 @@ def quality_row(a: Analysis, g: ConfigGroup, *extra: str) -> list[str]:
         "yes" if tuned is None else "no",
         *extra,
     ]
+
+
+def untestable_comparison(
+    a: Analysis, text: str, measured: str, table, diff: Comparison, pair: list[tuple[str, Effect]]
+) -> Claim | None:
+    """The not-testable verdict on comparing two knob values' best configurations, or None when
+    they can be compared: quality flat or at a limit, a learning rate not tuned, no interval."""
+    reasons = [
+        flat_reason(a),
+        limit_reason([(name, effect.estimate) for name, effect in pair]),
+        *(learning_rates(a, effect.best).untuned() for _, effect in pair),
+    ]
+    reason = next((r for r in reasons if r), None)
+    if reason:
+        return Claim(text, NOT_TESTABLE, f"{measured}; {reason}", table)
+    if not diff.known:
+        return Claim(text, NOT_TESTABLE, f"{measured}: no interval ({diff.how})", table)
+    return None
