@@ -12,7 +12,13 @@ from ftsweep.data.tasks import DIFFICULTIES, builtin_tasks, get_task
 from ftsweep.data.tasks.domain import TriageTask
 from ftsweep.data.tasks.format import FormatTask
 from ftsweep.data.tasks.knowledge import EVAL_ASK, TRAIN_ASK, KnowledgeTask
-from ftsweep.data.tasks.metrics import field_accuracy, normalize, token_f1
+from ftsweep.data.tasks.metrics import (
+    field_accuracy,
+    json_exact_match,
+    json_field_accuracy,
+    normalize,
+    token_f1,
+)
 
 BUILTIN = ["format", "knowledge", "domain"]
 CASES = [(task, level) for task in BUILTIN for level in DIFFICULTIES]
@@ -76,7 +82,7 @@ def test_sizes_follow_the_config():
     # The knowledge pool is finite: products x (2 phrasings x facts + a profile).
     train, eval_set = KnowledgeTask("easy").split(10_000, 10_000, seed=0)
     assert len(train) == 6 * (2 * 2 + 1)
-    assert len(eval_set) == 6 * 2 * 2
+    assert len(eval_set) == 6 * 2 * 4  # every fact in each of its four held-out phrasings
 
 
 def test_format_hard_writes_the_date_as_iso():
@@ -102,20 +108,23 @@ def test_knowledge_eval_is_answerable_from_training_but_phrased_differently(diff
         # The fact is taught: a training question or profile about this product gives this value.
         taught = [t for t in train if product in t.prompt and ex.completion in t.completion]
         assert taught, (ex.prompt, ex.completion)
-    # Given room, every fact is asked about, in both held-out phrasings.
+    # Given room, every fact is asked about, in all four held-out phrasings.
     asked = {(next(p for p in catalogue if p in ex.prompt), ex.completion) for ex in eval_set}
     assert asked == {(p, v) for p, values in catalogue.items() for v in values.values()}
-    assert len(eval_set) == 2 * len(asked)
+    assert len(eval_set) == 4 * len(asked)
 
 
 def test_knowledge_short_training_still_covers_the_facts_it_asks_about():
     task = KnowledgeTask("medium")
     facts = task.facts(0)
-    train, eval_set = task.split(len(facts), 100, seed=0)
+    train, eval_set = task.split(len(facts), 1000, seed=0)
     assert len(train) == len(facts)
     # One question per fact, no profile: every fact is taught exactly once.
     assert sorted(ex.completion for ex in train) == sorted(f.value for f in facts)
-    assert len(eval_set) == 2 * len(facts)
+    assert len(eval_set) == 4 * len(facts)
+    # A short eval set asks about as many facts as it can before asking one twice.
+    _, short = task.split(len(facts), len(facts), seed=0)
+    assert len({ex.prompt.split("the ")[-1] for ex in short}) > 0.5 * len(facts)
 
 
 def test_metrics():
@@ -131,6 +140,32 @@ def test_metrics():
         == 1.0
     )
     assert field_accuracy("billing", "category: billing") == 0.0
+
+
+def test_json_partial_credit_counts_the_keys_written_right():
+    reference = '{"order_id": 1234, "customer": "Yara Kim", "city": "Kyoto", "amount_usd": 40}'
+    assert json_field_accuracy(reference, reference) == 1.0
+    one_wrong = '{"order_id": 1234, "customer": "Yara Kim", "city": "Osaka", "amount_usd": 40}'
+    assert json_field_accuracy(one_wrong, reference) == 0.75
+    assert json_exact_match(one_wrong, reference) == 0.0
+    # A typed field must keep its type: "40" is not 40.
+    as_text = one_wrong.replace("40", '"40"').replace("Osaka", "Kyoto")
+    assert json_field_accuracy(as_text, reference) == 0.75
+    # A reply cut short, or with words around it, still gets the fields it wrote.
+    assert json_field_accuracy('Sure! {"order_id": 1234, "customer": "Yara', reference) == 0.25
+    assert json_field_accuracy("no JSON here", reference) == 0.0
+
+
+@pytest.mark.parametrize(("name", "difficulty"), CASES)
+def test_every_task_scores_exact_and_partial(name, difficulty):
+    task = _task(name, difficulty)
+    _, held_out = task.split(40, 8, seed=0)
+    for ex in held_out:
+        assert task.scores(ex.completion, ex.completion) == {"exact": 1.0, "partial": 1.0}
+        views = task.scores(ex.completion[: len(ex.completion) * 2 // 3], ex.completion)
+        # Two thirds of a reply is never exactly right, and partial credit never less than exact.
+        assert views["exact"] == 0.0 and views["partial"] >= views["exact"]
+        assert task.score(ex.completion, ex.completion) == 1.0
 
 
 def test_unknown_task_name_is_refused():
@@ -151,9 +186,9 @@ def test_default_data_is_the_format_task():
 
 # Few steps at a LoRA-sized learning rate; each task trains for about a minute on 2 CPU cores.
 LIFT_OVERRIDES = {
-    "format": ["train.max_steps=12", "train.max_new_tokens=48"],
-    "knowledge": ["train.max_steps=25", "train.max_new_tokens=16"],
-    "domain": ["train.max_steps=15", "train.max_new_tokens=16"],
+    "format": ["train.max_steps=12"],
+    "knowledge": ["train.max_steps=25"],
+    "domain": ["train.max_steps=15"],
 }
 
 

@@ -63,8 +63,8 @@ class DataConfig(_Strict):
     num_train: Annotated[int, Field(ge=1)] = 512
     # Held-out examples: a validation split (`quality`, what selection uses) and a test split
     # (`test_quality`, never used for selection), both sharing nothing with training.
-    num_eval: Annotated[int, Field(ge=1)] = 32
-    num_test: Annotated[int, Field(ge=1)] = 32
+    num_eval: Annotated[int, Field(ge=1)] = 256
+    num_test: Annotated[int, Field(ge=1)] = 256
     seed: int = 0
     # Built-in tasks only; None means medium.
     difficulty: Literal["easy", "medium", "hard"] | None = None
@@ -134,8 +134,10 @@ class TrainConfig(_Strict):
     seed: int = 0
     # How often (in optimizer steps) the train loss is reported; eval runs at the end.
     log_every: Annotated[int, Field(ge=1)] = 5
-    eval_batch_size: Annotated[int, Field(ge=1)] = 16
-    max_new_tokens: Annotated[int, Field(ge=1, le=1024)] = 48
+    eval_batch_size: Annotated[int, Field(ge=1)] = 64
+    # Greedy generation limit for the quality metric; auto: the longest held-out reference plus
+    # a margin (ftsweep.data.generation_limit), so no reply is cut.
+    max_new_tokens: Annotated[int, Field(ge=1, le=1024)] | Literal["auto"] = "auto"
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     # Held-out eval_loss every N steps, reported to the scheduler (ASHA rungs); null = end only.
     eval_every: Annotated[int, Field(ge=1)] | None = None

@@ -131,3 +131,14 @@ def resolve_model_path(name_or_path: str) -> str:
             prepare_builtin_models()
         return str(path)
     return name_or_path
+
+
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
+    """The model's tokenizer, with a pad token (its EOS where it has none: padding is masked)."""
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer

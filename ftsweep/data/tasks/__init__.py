@@ -43,6 +43,18 @@ class Example:
         return (self.context or self.prompt, self.plain)
 
 
+@dataclass(frozen=True)
+class Pool:
+    """Values of one slot of a generated example (a name, a template): training examples draw
+    from `train`, held-out ones from `held_out`, so the two never share that surface."""
+
+    train: tuple[str, ...]
+    held_out: tuple[str, ...]
+
+    def side(self, held_out: bool) -> tuple[str, ...]:
+        return self.held_out if held_out else self.train
+
+
 class Task(Protocol):
     name: str
     metric: str  # the name of what `score` measures, for records
@@ -54,6 +66,33 @@ class Task(Protocol):
 
     def score(self, prediction: str, reference: str) -> float:
         """Quality of one generated completion in [0, 1]."""
+
+    def scores(self, prediction: str, reference: str) -> dict[str, float]:
+        """Both views of one completion: `exact` and `partial` (see `TwoWayScored`)."""
+
+
+class TwoWayScored:
+    """A task that scores each reply two ways: `exact` (the whole reply right, 0 or 1) and
+    `partial` (the share of it right: fields, words). `primary` names the one recorded as
+    quality; both are recorded, so a reply that is nearly right is told from one that is wrong,
+    and a strict user still sees the strict number."""
+
+    primary = "partial"
+
+    def score_exact(self, prediction: str, reference: str) -> float:
+        raise NotImplementedError
+
+    def score_partial(self, prediction: str, reference: str) -> float:
+        raise NotImplementedError
+
+    def scores(self, prediction: str, reference: str) -> dict[str, float]:
+        return {
+            "exact": self.score_exact(prediction, reference),
+            "partial": self.score_partial(prediction, reference),
+        }
+
+    def score(self, prediction: str, reference: str) -> float:
+        return self.scores(prediction, reference)[self.primary]
 
 
 def example_id(example: Example) -> str:
@@ -86,6 +125,26 @@ def three_way_split(task: Task, data: DataConfig) -> Splits:
     wanted = round(len(held_out) * data.num_eval / (data.num_eval + data.num_test))
     cut = min(max(1, wanted), len(held_out) - 1)
     return Splits(train, held_out[:cut], held_out[cut:])
+
+
+# Below this many examples a split's interval is wide (about +-0.1 for a quality near 0.5).
+FEW_EXAMPLES = 100
+
+
+def warn_if_few(splits: Splits) -> None:
+    """Warn when a held-out split is too small for its interval to tell runs apart."""
+    import logging
+
+    for name, examples in (("validation", splits.validation), ("test", splits.test)):
+        if len(examples) < FEW_EXAMPLES:
+            logging.getLogger(__name__).warning(
+                "the %s split has %d examples (under %d): its quality interval is wide, and "
+                "runs closer than about %.2f cannot be told apart",
+                name,
+                len(examples),
+                FEW_EXAMPLES,
+                1 / len(examples) ** 0.5,
+            )
 
 
 def builtin_tasks() -> dict[str, type]:
@@ -131,6 +190,7 @@ def distinct_examples(draw, count: int, max_draws: int) -> list[Example]:
     from ftsweep.config import ConfigError
 
     raise ConfigError(
-        f"data.num_train + data.num_eval = {count}: the task generated only {len(unique)} "
-        f"distinct examples in {max_draws} draws; ask for fewer or raise data.difficulty"
+        f"{count} examples asked for: the task generated only {len(unique)} distinct ones in "
+        f"{max_draws} draws; ask for fewer (data.num_train, data.num_eval, data.num_test) or "
+        "raise data.difficulty"
     )

@@ -2,8 +2,11 @@
 
 The seed draws a catalogue (products made up for this task, each with a maker, a city, a colour
 and a launch year). Training asks about every fact in two phrasings and adds a short profile of
-each product; evaluation asks about the same facts in two other phrasings that never appear in
-training, so a correct answer needs the fact, not the wording. Quality is normalized exact match.
+each product; evaluation asks about the same facts in four other phrasings that never appear in
+training, so a correct answer needs the fact, not the wording. Quality is normalized exact match;
+word-overlap F1 (partial credit) is recorded beside it. The held-out questions are as many as
+the catalogue has facts times four: fewer than a generated task's 512 at every difficulty, and
+questions about one fact are not independent, so intervals here are wider than they look.
 Difficulty sets the catalogue: easy 6 products x 2 facts, medium 10 x 3, hard 16 x 4.
 """
 
@@ -12,8 +15,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from ftsweep.data.tasks import Example
-from ftsweep.data.tasks.metrics import exact_match
+from ftsweep.data.tasks import Example, TwoWayScored
+from ftsweep.data.tasks.metrics import exact_match, token_f1
 
 PRODUCTS = [
     "Zarnik lamp",
@@ -56,13 +59,30 @@ TRAIN_ASK = {
     "year": ["When was the {p} launched?", "In which year did the {p} come out?"],
 }
 EVAL_ASK = {
-    "maker": ["Name the manufacturer of the {p}.", "The {p} is built by which firm?"],
+    "maker": [
+        "Name the manufacturer of the {p}.",
+        "The {p} is built by which firm?",
+        "What brand is behind the {p}?",
+        "Tell me the maker of the {p}.",
+    ],
     "city": [
         "Name the city where the {p} is produced.",
         "The {p} comes from a factory in which city?",
+        "Where does the {p} get built?",
+        "Tell me the city the {p} is made in.",
     ],
-    "colour": ["Name the colour of the {p}.", "The {p} is sold in what colour?"],
-    "year": ["Name the launch year of the {p}.", "The {p} was first released in what year?"],
+    "colour": [
+        "Name the colour of the {p}.",
+        "The {p} is sold in what colour?",
+        "What shade does the {p} have?",
+        "Tell me the colour of the {p}.",
+    ],
+    "year": [
+        "Name the launch year of the {p}.",
+        "The {p} was first released in what year?",
+        "What year did the {p} reach the market?",
+        "Tell me when the {p} first went on sale.",
+    ],
 }
 PROFILE_ASK = "Describe the {p} from the Zephyr product handbook."
 PROFILE_SENTENCES = {
@@ -71,6 +91,7 @@ PROFILE_SENTENCES = {
     "colour": "It comes in {colour}.",
     "year": "It was launched in {year}.",
 }
+HELD_OUT_PHRASINGS = 4
 INSTRUCTION = "Answer from the Zephyr product handbook in a few words.\n\n"
 LEVELS = {
     "easy": (6, ["maker", "colour"]),
@@ -86,12 +107,13 @@ class Fact:
     value: str
 
 
-class KnowledgeTask:
+class KnowledgeTask(TwoWayScored):
     name = "knowledge"
     metric = "exact_match"
+    primary = "exact"
     # Bumped whenever the same config would generate other examples: runs of another
     # version are other inputs (see ftsweep.tracking.fingerprint).
-    version = 1
+    version = 2
 
     def __init__(self, difficulty: str = "medium"):
         self.difficulty = difficulty
@@ -140,9 +162,12 @@ class KnowledgeTask:
         train_pairs = pool[:num_train]
         covered = {fact for _, taught in train_pairs for fact in taught}
 
-        questions: list[list[Example]] = [[], []]
+        # Round k holds the k-th held-out phrasing of every fact: a short eval set still asks
+        # about as many facts as it can before asking one twice.
+        questions: list[list[Example]] = [[] for _ in range(HELD_OUT_PHRASINGS)]
         for fact in (f for f in facts if f in covered):
-            for k, ask in enumerate(rng.sample(EVAL_ASK[fact.attribute], 2)):
+            phrasings = rng.sample(EVAL_ASK[fact.attribute], HELD_OUT_PHRASINGS)
+            for k, ask in enumerate(phrasings):
                 questions[k].append(Example(INSTRUCTION + ask.format(p=fact.product), fact.value))
         eval_pool = []
         for group in questions:
@@ -150,5 +175,8 @@ class KnowledgeTask:
             eval_pool.extend(group)
         return [example for example, _ in train_pairs], eval_pool[:num_eval]
 
-    def score(self, prediction: str, reference: str) -> float:
+    def score_exact(self, prediction: str, reference: str) -> float:
         return exact_match(prediction, reference)
+
+    def score_partial(self, prediction: str, reference: str) -> float:
+        return token_f1(prediction, reference)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import string
 from collections import Counter
@@ -49,3 +50,49 @@ def field_accuracy(prediction: str, reference: str) -> float:
     if not expected:
         return 0.0
     return sum(predicted.get(key) == value for key, value in expected.items()) / len(expected)
+
+
+_JSON_PAIR = re.compile(r'"([^"]+)"\s*:\s*("(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?|true|false|null)')
+
+
+def json_fields(text: str) -> dict:
+    """The key/value pairs of a reply meant to be one JSON object: the parsed object when it
+    parses, else the `"key": value` pairs that can be read from it (a reply cut short, or with
+    a stray word around it, still gets credit for the fields it wrote)."""
+    text = text.strip()
+    try:
+        parsed = json.loads(text)
+        if isinstance(parsed, dict):
+            return parsed
+    except json.JSONDecodeError:
+        pass
+    fields: dict = {}
+    for key, raw in _JSON_PAIR.findall(text):
+        try:
+            fields.setdefault(key, json.loads(raw))
+        except json.JSONDecodeError:
+            continue
+    return fields
+
+
+def json_exact_match(prediction: str, reference: str) -> float:
+    """1 when the reply parses as one JSON object equal to the reference (key order aside)."""
+    try:
+        return float(json.loads(prediction.strip()) == json.loads(reference))
+    except json.JSONDecodeError:
+        return 0.0
+
+
+def json_field_accuracy(prediction: str, reference: str) -> float:
+    """The share of the reference's keys whose value the reply writes exactly (type included:
+    `"125"` is not `125`)."""
+    expected = json.loads(reference)
+    predicted = json_fields(prediction)
+    return sum(
+        key in predicted and predicted[key] == value for key, value in expected.items()
+    ) / len(expected)
+
+
+def fields_exact_match(prediction: str, reference: str) -> float:
+    """1 when every `key: value` field of the reference is right."""
+    return float(field_accuracy(prediction, reference) == 1.0)

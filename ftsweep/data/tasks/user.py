@@ -22,7 +22,7 @@ import random
 from typing import TYPE_CHECKING
 
 from ftsweep.config import ConfigError
-from ftsweep.data.tasks import Example
+from ftsweep.data.tasks import Example, TwoWayScored
 from ftsweep.data.tasks.metrics import exact_match, token_f1
 from ftsweep.data.tasks.user_files import Record, read_source
 
@@ -144,12 +144,13 @@ def identity(example: Example) -> tuple:
     return (example.completion,) if example.plain else example.key
 
 
-class UserDataTask:
+class UserDataTask(TwoWayScored):
     name = "jsonl"
 
     def __init__(self, data: DataConfig):
         self.data = data
         self.metric = "exact_match" if data.metric == "exact" else "token_f1"
+        self.primary = "exact" if data.metric == "exact" else "partial"
         self.format: str | None = None if data.format in (None, "auto") else data.format
         self.dropped_overlap = 0  # training examples dropped because eval asks the same
 
@@ -213,7 +214,8 @@ class UserDataTask:
                 )
         return kept[:num_train], eval_set
 
-    def score(self, prediction: str, reference: str) -> float:
-        if self.metric == "exact_match":
-            return exact_match(prediction, reference)
+    def score_exact(self, prediction: str, reference: str) -> float:
+        return exact_match(prediction, reference)
+
+    def score_partial(self, prediction: str, reference: str) -> float:
         return token_f1(prediction, reference)
