@@ -190,24 +190,28 @@ def cmd_merge(overrides: list[str], extra: dict[str, str]) -> int:
         raise ConfigError("out: required: the folder to write the merged checkpoint to (out=DIR)")
     cfg = compose(overrides, check_data=False)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    from ftsweep.adapters.merge import MergeMismatch, merge_adapter
+    from ftsweep.adapters import merge
     from ftsweep.tracking.store import experiment_name, tracking_uri
 
     remote_code = extra.get("trust_remote_code", "false").lower()
     if remote_code not in ("true", "false"):
         raise ConfigError(f"trust_remote_code={remote_code}: true or false")
+    uri = tracking_uri(cfg)
+    row = merge.choose_run(uri, experiment_name(cfg), extra.get("run"))
+    # A QLoRA run scored its adapter on the 4-bit base: its inputs are rebuilt before anything
+    # is written, so that the merged model can be scored on the same test split.
+    run_cfg = merge.run_config(cfg, row) if merge.scored_another_model(row) else None
     try:
-        out = merge_adapter(
-            tracking_uri(cfg),
-            experiment_name(cfg),
-            extra.get("run"),
-            Path(extra["out"]),
-            trust_remote_code=remote_code == "true",
-        )
-    except MergeMismatch as exc:
+        merged = merge.merge_run(row, uri, Path(extra["out"]), remote_code == "true")
+    except merge.MergeMismatch as exc:
         print(f"ftsweep: merge refused: {exc}", file=sys.stderr)
         return 1
-    print(f"merged checkpoint: {out}  (loads with AutoModelForCausalLM.from_pretrained)")
+    print(f"merged checkpoint: {merged.out_dir}  (loads with AutoModelForCausalLM.from_pretrained)")
+    if run_cfg is not None:
+        print(merge.quantised_base_note(row), flush=True)
+        quality = merge.score_merged(run_cfg, merged)
+        merge.record_merged_quality(uri, row, quality)
+        print("\n".join(merge.quality_lines(row, quality)))
     return 0
 
 

@@ -11,7 +11,10 @@ drawn:
 - `two_level_interval(a, b=None)`: one configuration's runs (one per seed) pooled, or two
   configurations compared: examples are resampled once per replicate and shared by every run
   (pairing), and seeds are resampled with replacement within each configuration that has several.
-  With one run on each side it is `paired_difference`; `statistic="ratio"` gives mean(a) / mean(b).
+  With one run on each side it is `paired_difference`; `statistic="ratio"` gives mean(a) / mean(b);
+- `ratio_of_sums(numerators, denominators)`: sum(numerators) / sum(denominators) over units drawn
+  together, such as a token-weighted mean loss over text windows (each window's summed loss over
+  its token count), or a paired difference of two when the numerators are differences.
 
 Scores are mappings from a stable example id to a score in [0, 1] (`as_scores` builds one from
 parallel lists). Every function is deterministic for a given `seed`.
@@ -127,6 +130,33 @@ def paired_difference(
     """mean(a) - mean(b) over the example ids both scored, with its paired bootstrap interval.
     ValueError when they share no example id."""
     return two_level_interval([a], [b], level=level, resamples=resamples, seed=seed)
+
+
+def ratio_of_sums(
+    numerators: Sequence[float] | np.ndarray,
+    denominators: Sequence[float] | np.ndarray,
+    *,
+    level: float = LEVEL,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+) -> Interval:
+    """sum(numerators) / sum(denominators), with its percentile bootstrap interval over units.
+
+    Each replicate draws units (say, text windows) with replacement and recomputes the ratio of
+    the drawn units' sums, so a unit's numerator and denominator stay together; `n` is the
+    number of units. ValueError when the two do not pair up, there is no unit, or a denominator
+    is not positive.
+    """
+    top = np.asarray(numerators, dtype=float).reshape(1, -1)
+    bottom = np.asarray(denominators, dtype=float).reshape(1, -1)
+    if top.shape != bottom.shape:
+        raise ValueError(f"{top.size} numerators but {bottom.size} denominators")
+    if top.size == 0:
+        raise ValueError("no units: an interval needs at least one")
+    if not (bottom > 0).all():
+        raise ValueError("every denominator must be positive")
+    # The mean of the drawn numerators over that of the drawn denominators is the ratio of sums.
+    return _bootstrap([top, bottom], "ratio", level, resamples, seed)
 
 
 def two_level_interval(

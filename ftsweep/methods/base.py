@@ -67,8 +67,22 @@ class Method:
     # --- the trial ------------------------------------------------------------------------
 
     def load_options(self, knobs: MethodKnobs, dtype) -> dict[str, Any]:
-        """Extra `from_pretrained` arguments for the base model."""
+        """Extra `from_pretrained` arguments for the base model; `dtype` is the compute dtype."""
         return {}
+
+    def weights_dtype(self, knobs: MethodKnobs, compute_dtype):
+        """The dtype the base's weights load in to train, given the compute dtype of
+        train.precision.
+
+        fp32 here: the weights that train are the optimizer's master copy (and its AdamW states
+        follow their dtype). A bf16 weight cannot take an update below its 8-bit mantissa's
+        resolution, so at full fine-tuning's small learning rates most steps round away, and
+        fp16's GradScaler refuses to unscale fp16 gradients. Compute still runs in 16 bits: the
+        Trainer's bf16=/fp16= flags autocast it (`ftsweep.trial.hf_trainer`).
+        """
+        import torch
+
+        return torch.float32
 
     def prepare(self, model, knobs: MethodKnobs):
         """The model as it trains: which weights are trainable, adapters attached."""
@@ -117,6 +131,11 @@ class Method:
     ) -> Memory:
         """Weights, gradients and optimizer states per device (activations: see the plan)."""
         raise NotImplementedError
+
+    def fp32_residual(self, zero_stage: int | None) -> bool:
+        """Whether 16-bit compute is autocast over fp32 norms and embeddings, so the residual
+        stream stays fp32 (the plan's activation term: `activation_gb`)."""
+        return False
 
     def trains_adapter(self) -> bool:
         """Whether activations include the adapters' (the plan's activation term)."""

@@ -31,6 +31,14 @@ class FullFineTuning(Method):
     knobs = FullKnobs
     colour = "#3b6fb6"
 
+    def weights_dtype(self, knobs: FullKnobs, compute_dtype):
+        if knobs.zero_stage:
+            # DeepSpeed casts the module to its bf16/fp16 dtype itself and keeps the fp32 master
+            # weights and AdamW states in its optimizer, copied from the cast weights: loading
+            # fp32 would only double every rank's host memory while the model loads.
+            return compute_dtype
+        return super().weights_dtype(knobs, compute_dtype)
+
     def prepare(self, model, knobs: FullKnobs):
         model.requires_grad_(True)
         return model
@@ -126,6 +134,10 @@ class FullFineTuning(Method):
             # ZeRO-3 shards the params too, and gathers a layer at a time (DeepSpeed: 4 x its params)
             weights = (p * w / n + 4 * largest_layer_params(arch)) / GB
         return Memory(weights, p * grad_bytes / n / GB, p * state_bytes / n / GB, 0.0, 0.0)
+
+    def fp32_residual(self, zero_stage: int | None) -> bool:
+        # fp32 master weights under autocast, unless DeepSpeed casts the module to 16 bits
+        return not zero_stage
 
     def flops_per_token(self, arch, context: int, adapter_params: int) -> float:
         # forward 2N + backward 4N (input and weight gradients), plus attention's QK^T and AV,

@@ -20,25 +20,47 @@ def dtype_of(precision: str):
 
 
 def load_base_model(cfg: Config, path: str, quantized: bool | None = None):
-    """The base model as the method needs it; `quantized=False` loads it unquantised whatever
-    the method (the untrained base model's run measures the base as published)."""
+    """The base model as the method trains it: its trainable weights in fp32 (or as DeepSpeed
+    takes them), a frozen base in the compute dtype (`Method.weights_dtype`).
+
+    `quantized=False` loads the base as published, unquantised whatever the method and in the
+    compute dtype, since nothing trains it (the untrained base model's run only scores it).
+    """
     from transformers import AutoModelForCausalLM
 
-    dtype = dtype_of(cfg.train.precision)
+    compute = dtype_of(cfg.train.precision)
+    spec = cfg.method.spec
     kwargs = {
-        "dtype": dtype,
+        "dtype": compute if quantized is False else spec.weights_dtype(cfg.method, compute),
         "trust_remote_code": cfg.model.trust_remote_code,
         # Weights load from safetensors only: a pickled checkpoint (.bin) can run code.
         "use_safetensors": True,
     }
     if quantized is not False:
-        kwargs |= cfg.method.spec.load_options(cfg.method, dtype)
+        kwargs |= spec.load_options(cfg.method, compute)
     return AutoModelForCausalLM.from_pretrained(path, **kwargs)
 
 
 def build_model(cfg: Config, path: str):
     """The base loaded and prepared for training by the trial's method."""
-    return cfg.method.spec.prepare(load_base_model(cfg, path), cfg.method)
+    model = cfg.method.spec.prepare(load_base_model(cfg, path), cfg.method)
+    if cfg.method.spec.deepspeed_config(cfg.method) is None:
+        check_trainable_in_fp32(model)
+    return model
+
+
+def check_trainable_in_fp32(model) -> None:
+    """Without DeepSpeed the trainable weights are the master weights: fp32, whatever the
+    compute dtype. A 16-bit one would lose small updates to rounding, and fp16's GradScaler
+    refuses it (DeepSpeed keeps its own fp32 copy, so it is not asked)."""
+    import torch
+
+    low = [n for n, p in model.named_parameters() if p.requires_grad and p.dtype != torch.float32]
+    if low:
+        raise TypeError(
+            f"{len(low)} trainable parameters are not fp32 (first: {low[0]}); the method must "
+            "load or create what trains in fp32 and leave 16-bit compute to autocast"
+        )
 
 
 def count_parameters(model) -> tuple[int, int]:

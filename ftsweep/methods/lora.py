@@ -57,6 +57,12 @@ class LoRA(Method):
     colour = "#e07b39"
     is_adapter = True
 
+    def weights_dtype(self, knobs: LoraKnobs, compute_dtype):
+        # The base is frozen: it takes no update to lose to rounding, so it stays in the compute
+        # dtype (half the memory), as peft's and HF's LoRA recipes load it; the adapters that
+        # train are created in fp32 over it (`autocast_adapter_dtype` in `prepare`).
+        return compute_dtype
+
     def prepare(self, model, knobs: LoraKnobs):
         from peft import LoraConfig, get_peft_model
 
@@ -68,7 +74,9 @@ class LoRA(Method):
             bias="none",
             task_type="CAUSAL_LM",
         )
-        return get_peft_model(model, lora)
+        # peft's default, spelt out because the recipe relies on it: adapters over a bf16/fp16
+        # base are fp32, so they and their AdamW states are master weights.
+        return get_peft_model(model, lora, autocast_adapter_dtype=True)
 
     def record_params(self, knobs: LoraKnobs) -> dict:
         return {

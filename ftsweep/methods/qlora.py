@@ -29,6 +29,9 @@ class QLoRA(LoRA):
         import torch
         from transformers import BitsAndBytesConfig
 
+        # The NF4 weights dequantise to the compute dtype of train.precision for each matmul;
+        # the modules left unquantised load in it too (LoRA's `weights_dtype`) until `prepare`
+        # upcasts them to fp32.
         return {
             "quantization_config": BitsAndBytesConfig(
                 load_in_4bit=True,

@@ -114,12 +114,18 @@ def adapter_params(arch: ArchitectureConfig, adapter: Adapter) -> int:
 
 
 def activation_gb(
-    arch: ArchitectureConfig, tokens: int, act_bytes: int, adapter: Adapter | None = None
+    arch: ArchitectureConfig,
+    tokens: int,
+    act_bytes: int,
+    adapter: Adapter | None = None,
+    fp32_residual: bool = False,
 ) -> float:
     """Tensors the forward pass keeps for backward, for `tokens` tokens (batch x seq_len).
 
-    Checked against what autograd saves in SmolLM2-135M (fp32, SDPA attention): 1.54 MB per token
-    measured, 1.53 MB counted below without the backward's logit gradients.
+    `fp32_residual`: 16-bit compute autocast over fp32 norms and embeddings (full fine-tuning's
+    fp32 master weights without DeepSpeed, `Method.fp32_residual`), so the residual stream stays
+    fp32. Checked against what autograd saves in SmolLM2-135M (fp32, SDPA attention): 1.54 MB per
+    token measured, 1.53 MB counted below without the backward's logit gradients.
     """
     h, kv, i = arch.hidden_size, kv_dim(arch), arch.intermediate_size
     # Per layer per token, in elements: two RMSNorms x (input, normalised, output) 6h, q h, k and v
@@ -128,6 +134,11 @@ def activation_gb(
     if act_bytes < 4:
         # 16-bit training: each RMSNorm keeps its input upcast to fp32 (2 more bytes x 2 norms)
         per_layer += 2 * h * (4 - act_bytes)
+        if fp32_residual:
+            # each norm keeps its fp32 input and its fp32 normalised output (8h bytes more),
+            # and a layer one more 16-bit cast of a norm's output (2h): 10h more per layer,
+            # as measured at widths 256, 512 and 576 (tests/test_precision.py checks it)
+            per_layer += 10 * h
     if adapter is not None:
         # each adapter's r-wide middle, and with dropout a dropped copy of its input
         shapes = linear_shapes(arch)

@@ -132,7 +132,9 @@ def _memory(
     state = spec.state_memory(s.arch, s.precision, s.adapter, zero_stage, offload, shards)
     adapter = s.adapter if spec.trains_adapter() else None
     tokens = per_device_batch(s.batch_size, processes) * s.seq_len
-    activations = activation_gb(s.arch, tokens, BYTES[s.precision], adapter)
+    activations = activation_gb(
+        s.arch, tokens, BYTES[s.precision], adapter, fp32_residual=spec.fp32_residual(zero_stage)
+    )
     runtime = CPU_RUNTIME_GB if hardware.device == "cpu" else GPU_RUNTIME_GB
     return replace(state, activations=activations, runtime=runtime)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import statistics
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,13 +163,13 @@ def best_percent_per_method(percents: list[PercentOfFull] | None) -> dict[str, P
 
 @dataclass(frozen=True)
 class Lift:
-    """A method's best configuration against the untrained base model, and what its runs forgot."""
+    """A method's best configuration against the untrained base model (what it forgot:
+    `ftsweep.report.forgetting`)."""
 
     method: str
     runs: int
     best_quality: float  # the best configuration's quality estimate
     lift: float  # best quality - base quality
-    mean_forgetting: float  # nats on general text; positive = worse than the base
     comparison: Comparison | None = None  # best configuration - base model, with its interval
     best: ConfigGroup | None = None
 
@@ -193,17 +192,11 @@ def lift_over_base(
                 runs=len(runs),
                 best_quality=evidence.quality(best).value,
                 lift=comparison.value,
-                mean_forgetting=_mean_finite(r.metrics.get("forgetting", math.nan) for r in runs),
                 comparison=comparison,
                 best=best,
             )
         )
     return out
-
-
-def _mean_finite(values: Iterable[float]) -> float:
-    finite = [v for v in values if math.isfinite(v)]
-    return statistics.fmean(finite) if finite else math.nan
 
 
 # --- everything at once ----------------------------------------------------------------------

@@ -10,12 +10,14 @@ from pathlib import Path
 
 from ftsweep.report.analysis import Analysis, distinct_values
 from ftsweep.report.plots_compare import experiments_per_dollar, percent_of_full, quality_vs_cost
+from ftsweep.report.plots_forgetting import lift_vs_forgetting, plotted_points
 from ftsweep.report.plots_knobs import alpha_ratio, learning_rate, quality_vs_rank, targets
 
 DRAWERS = {
     "quality_vs_cost": quality_vs_cost,
     "experiments_per_dollar": experiments_per_dollar,
     "percent_of_full": percent_of_full,
+    "lift_vs_forgetting": lift_vs_forgetting,
     "quality_vs_rank": quality_vs_rank,
     "learning_rate": learning_rate,
     "alpha_ratio": alpha_ratio,
@@ -30,6 +32,8 @@ def plots_to_draw(analysis: Analysis) -> list[str]:
     names = ["quality_vs_cost", "experiments_per_dollar"]
     if analysis.percents:
         names.append("percent_of_full")
+    if plotted_points(analysis):  # a base model to lift from, and runs that recorded forgetting
+        names.append("lift_vs_forgetting")
     for name, knob in (
         ("quality_vs_rank", "rank"),
         ("learning_rate", "learning_rate"),

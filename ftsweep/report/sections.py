@@ -306,7 +306,7 @@ def build_document(a: Analysis, figures: dict[str, str]) -> Document:
         claims_section(a),
         quality_vs_cost(a, figures),
         versus_full(a, figures),
-        lift_and_forgetting(a),
+        lift_and_forgetting(a, figures),
         cost_table(a, figures),
         spend_section(a),
         *knobs(a, figures),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from ftsweep.methods import method_label
+from ftsweep.methods import find_method, method_label
 from ftsweep.report.analysis import (
     Analysis,
     best_full_group,
@@ -14,10 +14,12 @@ from ftsweep.report.analysis import (
 )
 from ftsweep.report.claims import claim_percent
 from ftsweep.report.evidence import ConfigGroup
+from ftsweep.report.forgetting import Forgetting, group_forgetting
 from ftsweep.report.guide import percent_verdict
-from ftsweep.report.methods import is_adapter, is_full
+from ftsweep.report.methods import by_method, is_adapter, is_full
 from ftsweep.report.render import (
     Block,
+    Figure,
     Section,
     Table,
     fmt_diff,
@@ -138,7 +140,7 @@ def _group_quality(a: Analysis, group: ConfigGroup) -> str:
     return fmt_estimate(e.value, e.low, e.high)
 
 
-def lift_and_forgetting(a: Analysis) -> Section:
+def lift_and_forgetting(a: Analysis, figures: dict[str, str] | None = None) -> Section:
     title = "Lift over the base model, and forgetting"
     if a.baseline is None:
         return Section(
@@ -159,17 +161,11 @@ def lift_and_forgetting(a: Analysis) -> Section:
             if x.comparison
             else f"{x.lift:+.3f}",
             "yes" if x.comparison and x.comparison.positive else "no",
-            f"{x.mean_forgetting:+.3f}" if math.isfinite(x.mean_forgetting) else "n/a",
+            _forgetting(group_forgetting(x.best)) if x.best else "n/a",
         ]
         for x in lifts
     ]
-    blocks: list[Block] = [
-        f"The base model, untrained, scores {_run_quality(a, base)} on this task "
-        f"(general-text loss {base.metrics.get('general_text_loss', math.nan):.3f} nats). "
-        "Forgetting is the change in that loss after fine-tuning, on text outside the task: "
-        "positive means the model got worse at what it already knew (Biderman et al. 2024 "
-        "report that LoRA forgets less than full fine-tuning)."
-    ]
+    blocks: list[Block] = [_base_sentence(a, base)]
     if rows:
         blocks.append(
             Table(
@@ -179,7 +175,7 @@ def lift_and_forgetting(a: Analysis) -> Section:
                     "best configuration's quality [95% interval]",
                     "lift [95% interval]",
                     "beyond noise",
-                    "mean forgetting (nats)",
+                    "its forgetting, nats [95% interval]",
                 ],
                 rows,
             )
@@ -189,4 +185,54 @@ def lift_and_forgetting(a: Analysis) -> Section:
                 "No method beat the untrained base model beyond noise: train longer, raise the learning "
                 "rate, or check that the task's replies fit train.seq_len and train.max_new_tokens."
             )
+    blocks += _quantization_sentences(a)
+    if figures and "lift_vs_forgetting" in figures:
+        blocks.append(Figure(figures["lift_vs_forgetting"], LIFT_VS_FORGETTING_CAPTION))
     return Section(title, blocks)
+
+
+LIFT_VS_FORGETTING_CAPTION = (
+    "Lift over the base model against forgetting: the best configuration of each method at each "
+    "LoRA rank, bars the 95% interval of each (lift: paired over examples; forgetting: paired over "
+    "windows of general text). Up is better on the task, right is worse at general text."
+)
+
+
+def _forgetting(f: Forgetting) -> str:
+    return fmt_diff(f.value, f.low, f.high) if f.known else "n/a"
+
+
+def _base_sentence(a: Analysis, base) -> str:
+    loss = base.metrics.get("general_text_loss", math.nan)
+    tokens = base.metrics.get("forgetting_tokens", math.nan)
+    over = f" over {tokens:,.0f} tokens" if math.isfinite(tokens) else ""
+    return (
+        f"The base model, untrained, scores {_run_quality(a, base)} on this task (general-text "
+        f"loss {loss:.3f} nats a token{over}). Forgetting is the change in that loss after "
+        "fine-tuning, on the same text outside the task, with a 95% interval paired over "
+        "256-token windows: positive means the model got worse at what it already knew "
+        "(Biderman et al. 2024 report that LoRA forgets less than full fine-tuning)."
+    )
+
+
+def _quantization_sentences(a: Analysis) -> list[str]:
+    """What quantising the base cost, for each method that quantises it (the registry says
+    which): its forgetting is measured against the unquantised base, so it includes this."""
+    out = []
+    for method, runs in by_method(a.usable).items():
+        spec = find_method(method)
+        measured = [r for r in runs if math.isfinite(r.metrics.get("quantization_loss", math.nan))]
+        if spec is None or not spec.quantized or not measured:
+            continue
+        m = measured[0].metrics
+        cost = fmt_diff(
+            m["quantization_loss"],
+            m.get("quantization_loss_ci_low", math.nan),
+            m.get("quantization_loss_ci_high", math.nan),
+        )
+        out.append(
+            f"{method_label(method)} quantises the base it trains on: that alone costs {cost} "
+            f"nats a token on general text (its run {measured[0].name}). Its forgetting is measured "
+            "against the unquantised base, as every method's is, so it includes this cost."
+        )
+    return out

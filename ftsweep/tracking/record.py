@@ -6,12 +6,21 @@ This record is a contract that the report and other tools read:
   (`lora_r`, `lora_alpha`, `lora_dropout`, `target_modules` for LoRA-type runs; `zero_stage`,
   `offload`, `num_workers` for full ones), the training knobs, and the inputs: `model`,
   `model.path`, `model.fingerprint`, `data` and every `data.*` key with `data.fingerprint`,
-  `max_new_tokens`, `eval_batch_size` (see `inputs_params`);
+  `max_new_tokens`, `eval_batch_size`, `forgetting_corpus` (a fingerprint of the general text
+  forgetting is measured on, `ftsweep.data.corpus`) (see `inputs_params`);
 - metrics: `quality` (mean score on the validation split, what selection uses) with its 95%
   bootstrap interval `quality_ci_low`/`quality_ci_high`, `test_quality` (the test split, never
-  used for selection) with `test_quality_ci_low`/`_high`, `num_eval_examples`,
+  used for selection) with `test_quality_ci_low`/`_high`, both views of each reply beside
+  them (`exact_match`: the whole reply right; `partial_credit`: the share of it right; quality
+  is the task's primary one) with their intervals, on both splits, `num_eval_examples`,
   `num_test_examples`, `eval_loss`, `wall_time_s`, `tokens_per_s`, `peak_mem_gb`,
-  `trainable_params`, `artifact_mb`, `cost_usd`, `forgetting` (and `train_loss` by step);
+  `trainable_params`, `artifact_mb`, `cost_usd`, `forgetting` (mean next-token loss per
+  token on general text after training minus before, in nats, against the unquantised base for
+  every method) with its paired 95% bootstrap interval over 256-token windows
+  `forgetting_ci_low`/`forgetting_ci_high`, `forgetting_tokens` (the tokens scored),
+  `general_text_loss` (after) and `general_text_loss_base` (before), `quantization_loss` (what
+  quantising the base cost on the same text, 0 for a method that does not quantise) with
+  `quantization_loss_ci_low`/`_high` (and `train_loss` by step);
 - artifacts: `scores/scores.json`, the per-example scores of both splits (ids and scores), so
   runs can be compared on the same examples; the adapter of LoRA-type runs under `adapter/`;
 - tags: `ftsweep.sweep`, `ftsweep.trial_id` (stable for the life of a trial, across resumes),
@@ -69,6 +78,12 @@ METRICS = (
     "test_quality",
     "test_quality_ci_low",
     "test_quality_ci_high",
+    *(
+        f"{split}{view}{bound}"
+        for split in ("", "test_")
+        for view in ("exact_match", "partial_credit")
+        for bound in ("", "_ci_low", "_ci_high")
+    ),
     "eval_loss",
     "wall_time_s",
     "checkpoint_time_s",
@@ -78,6 +93,14 @@ METRICS = (
     "artifact_mb",
     "cost_usd",
     "forgetting",
+    "forgetting_ci_low",
+    "forgetting_ci_high",
+    "forgetting_tokens",
+    "general_text_loss",
+    "general_text_loss_base",
+    "quantization_loss",
+    "quantization_loss_ci_low",
+    "quantization_loss_ci_high",
 )
 
 
@@ -85,6 +108,8 @@ def inputs_params(cfg: Config) -> dict[str, Any]:
     """What a run was trained and scored on: the model (its path and a fingerprint of its
     weights), the whole data config (with a fingerprint of user files) and how replies are
     scored. Runs whose inputs differ are never compared as one sweep."""
+    from ftsweep.data.corpus import corpus_fingerprint
+    from ftsweep.data.generation_limit import max_new_tokens
     from ftsweep.tracking.fingerprint import data_fingerprint, model_fingerprint
 
     data = cfg.data.model_dump(mode="json")
@@ -96,8 +121,9 @@ def inputs_params(cfg: Config) -> dict[str, Any]:
         "data": cfg.data.name,
         **{f"data.{key}": value for key, value in data.items()},
         "data.fingerprint": data_fingerprint(cfg.data),
-        "max_new_tokens": cfg.train.max_new_tokens,
+        "max_new_tokens": max_new_tokens(cfg),  # `auto` resolved: the limit replies had
         "eval_batch_size": cfg.train.eval_batch_size,
+        "forgetting_corpus": corpus_fingerprint(),
     }
 
 

@@ -58,7 +58,7 @@ def _measure(cfg: Config, run: TrialRun) -> dict[str, float]:
 
     import torch
 
-    from ftsweep.data.forgetting import general_text_loss
+    from ftsweep.data.forgetting import NO_QUANTIZATION, forgetting_metrics, window_losses
     from ftsweep.methods.loading import load_base_model
     from ftsweep.planning.cost import trial_cost_usd
     from ftsweep.trial.recipe import prepare_inputs, score_and_log_examples
@@ -71,11 +71,13 @@ def _measure(cfg: Config, run: TrialRun) -> dict[str, float]:
         model = model.to("cuda")
     with tempfile.TemporaryDirectory(prefix="ftsweep-baseline-") as workdir:
         scores = score_and_log_examples(cfg, model, inputs, run, Path(workdir))
+    general = window_losses(model, inputs.tokenizer)
     wall_time_s = time.perf_counter() - started
     return {
         **scores,
-        "forgetting": 0.0,  # nothing was trained
-        "general_text_loss": general_text_loss(model, inputs.tokenizer),
+        # Nothing was trained: against itself, forgetting is 0 with an interval of [0, 0].
+        **forgetting_metrics(general, general),
+        **NO_QUANTIZATION,
         "wall_time_s": wall_time_s,
         "cost_usd": trial_cost_usd(cfg, wall_time_s),
         "trainable_params": 0,

@@ -81,6 +81,16 @@ def trainer_class():
     return DivergenceCheckingTrainer
 
 
+def with_precision(ds_config: dict, precision: str) -> dict:
+    """The DeepSpeed config with its bf16 and fp16 sections enabled as train.precision says,
+    as the Trainer's bf16=/fp16= flags are (a section's other settings, such as fp16's loss
+    scale, are kept)."""
+    sections = {
+        key: {**ds_config.get(key, {}), "enabled": precision == key} for key in ("bf16", "fp16")
+    }
+    return {**ds_config, **sections}
+
+
 def training_arguments(
     cfg: Config, output_dir: str, show_progress: bool, checkpoints: Path | None = None
 ):
@@ -100,6 +110,7 @@ def training_arguments(
         from ftsweep.trial.deepspeed_ops import load_deepspeed_ops
 
         load_deepspeed_ops()
+        ds = with_precision(ds, cfg.train.precision)
     return TrainingArguments(
         output_dir=str(checkpoints) if checkpoints else output_dir,
         max_steps=cfg.train.max_steps,
@@ -124,6 +135,9 @@ def training_arguments(
         # fixes which examples exist and which are held out).
         seed=cfg.train.seed,
         data_seed=cfg.train.seed,
+        # Mixed precision, one recipe for every method: fp32 master weights and AdamW states
+        # (`Method.weights_dtype`), compute autocast to 16 bits (under DeepSpeed: its module cast,
+        # from the config's matching sections), fp16's loss scaled by a GradScaler.
         bf16=cfg.train.precision == "bf16",
         fp16=cfg.train.precision == "fp16",
         use_cpu=not torch.cuda.is_available(),

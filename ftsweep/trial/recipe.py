@@ -9,7 +9,6 @@ scores quality on every evaluation example.
 
 from __future__ import annotations
 
-import math
 import shutil
 import tempfile
 import time
@@ -36,6 +35,7 @@ class TrialInputs:
     test_examples: list  # the test split: test_quality, never used for selection
     train_set: object
     eval_set: object  # the validation split, tokenized: eval_loss
+    max_new_tokens: int  # the generation limit (train.max_new_tokens, `auto` resolved)
 
 
 @dataclass(frozen=True)
@@ -53,29 +53,31 @@ class Rank:
 def prepare_inputs(cfg: Config) -> TrialInputs:
     """Threads and seed set; tokenizer loaded; the task's examples split and tokenized."""
     import torch
-    from transformers import AutoTokenizer, set_seed
+    from transformers import set_seed
 
-    from ftsweep.data.tasks import get_task, three_way_split
+    from ftsweep.data import generation_limit
+    from ftsweep.data.tasks import get_task, three_way_split, warn_if_few
     from ftsweep.data.tokenize import TokenizedDataset
-    from ftsweep.models.builtin import resolve_model_path
+    from ftsweep.models.builtin import load_tokenizer, resolve_model_path
 
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     set_seed(cfg.train.seed)
-    path = resolve_model_path(cfg.model.name_or_path)
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code)
     task = get_task(cfg.data)
     splits = three_way_split(task, cfg.data)
+    warn_if_few(splits)
+    limit = generation_limit.max_new_tokens(cfg)
+    generation_limit.warn_if_cut(tokenizer, splits.validation + splits.test, limit)
     return TrialInputs(
-        model_path=path,
+        model_path=resolve_model_path(cfg.model.name_or_path),
         tokenizer=tokenizer,
         task=task,
         eval_examples=splits.validation,
         test_examples=splits.test,
         train_set=TokenizedDataset(tokenizer, splits.train, cfg.train.seq_len),
         eval_set=TokenizedDataset(tokenizer, splits.validation, cfg.train.seq_len),
+        max_new_tokens=limit,
     )
 
 
@@ -89,7 +91,7 @@ def score_and_log_examples(cfg: Config, model, inputs: TrialInputs, run, workdir
     splits = {"validation": inputs.eval_examples, "test": inputs.test_examples}
     t = cfg.train
     metrics, per_example = score_splits(
-        model, inputs.tokenizer, inputs.task, splits, t.eval_batch_size, t.max_new_tokens
+        model, inputs.tokenizer, inputs.task, splits, t.eval_batch_size, inputs.max_new_tokens
     )
     folder = workdir / "scores"
     folder.mkdir(parents=True, exist_ok=True)
@@ -138,7 +140,8 @@ def train_and_evaluate(
 class _Trained:
     trainer: object
     artifact_dir: Path
-    general_loss_before: float
+    general_before: object  # WindowLosses forgetting is measured from (rank 0; else None)
+    quantization: dict  # what quantising the base cost on general text (rank 0)
     trainable: int
     own: dict  # this rank's tokens and training time
 
@@ -146,14 +149,21 @@ class _Trained:
 def _train(cfg, inputs, run, report, rank: Rank, workdir: Path, checkpoints, show_progress):
     """Load, prepare and train the model; save what the run produces (every rank takes part:
     under ZeRO-3 saving gathers the partitioned weights, rank 0 writes)."""
-    from ftsweep.data.forgetting import general_text_loss
     from ftsweep.data.tokenize import PadCollator
     from ftsweep.methods.loading import build_model, count_parameters
+    from ftsweep.trial.general_text import losses_before_training, unquantised_base_losses
 
+    # A quantised base is measured against the unquantised one, loaded and let go first so the
+    # two are never in memory together.
+    base = (
+        unquantised_base_losses(cfg, inputs.model_path, inputs.tokenizer) if rank.records else None
+    )
     model = build_model(cfg, inputs.model_path)
     trainable, _total = count_parameters(model)
     # Measured before the Trainer starts DeepSpeed, while every rank still holds whole weights.
-    before = general_text_loss(model, inputs.tokenizer) if rank.records else math.nan
+    before, quantization = None, {}
+    if rank.records:
+        before, quantization = losses_before_training(model, inputs.tokenizer, base)
     counter = TrainedTokens(model)
     trainer = trainer_class()(
         model=model,
@@ -178,7 +188,8 @@ def _train(cfg, inputs, run, report, rank: Rank, workdir: Path, checkpoints, sho
         "train_time_s": result.metrics["train_runtime"],
         "checkpoint_time_s": trainer.checkpoint_time_s,
     }
-    return _Trained(trainer, artifact_dir, before, trainable, own | {"eval_loss": eval_loss})
+    own |= {"eval_loss": eval_loss}
+    return _Trained(trainer, artifact_dir, before, quantization, trainable, own)
 
 
 def _gather(own: dict, rank: Rank) -> list[dict]:
@@ -194,7 +205,7 @@ def _gather(own: dict, rank: Rank) -> list[dict]:
 
 def _score(cfg: Config, inputs: TrialInputs, trained: _Trained, run: RunRecorder) -> dict:
     """Quality over every held-out example, forgetting, and the artifact (rank 0 only)."""
-    from ftsweep.data.forgetting import general_text_loss
+    from ftsweep.data.forgetting import forgetting_metrics, window_losses
     from ftsweep.methods.loading import folder_size_mb
 
     model = trained.trainer.model
@@ -207,7 +218,9 @@ def _score(cfg: Config, inputs: TrialInputs, trained: _Trained, run: RunRecorder
         unset_hf_deepspeed_config()
         model = AutoModelForCausalLM.from_pretrained(trained.artifact_dir, use_safetensors=True)
     scores = score_and_log_examples(cfg, model, inputs, run, trained.artifact_dir.parent)
-    forgetting = general_text_loss(model, inputs.tokenizer) - trained.general_loss_before
+    # Against the unquantised base for every method: a QLoRA run's forgetting includes what
+    # quantising cost (`quantization_loss` is that part alone).
+    forgetting = forgetting_metrics(window_losses(model, inputs.tokenizer), trained.general_before)
     # The Trainer also pickles its arguments beside the weights: a pickle is never an artifact
     # (merge refuses anything but safetensors and JSON), and nothing needs it.
     (trained.artifact_dir / "training_args.bin").unlink(missing_ok=True)
@@ -216,7 +229,8 @@ def _score(cfg: Config, inputs: TrialInputs, trained: _Trained, run: RunRecorder
     return {
         **scores,
         "eval_loss": trained.own["eval_loss"],
-        "forgetting": forgetting,
+        **forgetting,
+        **trained.quantization,
         "trainable_params": trained.trainable,
         "artifact_mb": folder_size_mb(trained.artifact_dir),
     }
