@@ -195,7 +195,10 @@ def test_qlora_forgetting_is_against_the_unquantised_base_and_records_what_quant
     from ftsweep.methods.loading import load_base_model
     from ftsweep.trial.run import run_trial
 
-    cfg = tiny_config("method=qlora", "sweep.name=qlora-forgetting")
+    # the whole corpus, as every run outside the tests measures it
+    cfg = tiny_config(
+        "method=qlora", "sweep.name=qlora-forgetting", "train.forgetting_windows=null"
+    )
     result = run_trial(cfg)
     assert result.status == "FINISHED"
     m = result.metrics
@@ -215,7 +218,8 @@ def test_lora_forgetting_is_against_the_same_base_with_no_quantisation_cost(
 ):
     from ftsweep.trial.run import run_trial
 
-    m = run_trial(tiny_config("method=lora", "sweep.name=lora-forgetting")).metrics
+    cfg = tiny_config("method=lora", "sweep.name=lora-forgetting", "train.forgetting_windows=null")
+    m = run_trial(cfg).metrics
     assert m["general_text_loss_base"] == pytest.approx(window_losses(tiny[0], tokenizer).loss)
     assert m["quantization_loss"] == 0.0
     assert m["forgetting"] == pytest.approx(
@@ -310,3 +314,14 @@ def test_without_a_base_model_or_recorded_forgetting_there_is_no_plot():
     assert "lift_vs_forgetting" not in plots_to_draw(no_base)
     old_runs = _analysis([_row("none", 0.4, 0.0), _row("lora", 0.7, None, r=8)])
     assert "lift_vs_forgetting" not in plots_to_draw(old_runs)
+
+
+def test_fewer_windows_sample_every_source(tokenizer):
+    from ftsweep.data.corpus import corpus_windows
+
+    every = corpus_windows(tokenizer)
+    four = corpus_windows(tokenizer, limit=4)
+    assert len(four) == 4 and all(w in every for w in four)
+    # spread over the corpus, not its first text only
+    assert every.index(four[-1]) >= len(every) * 3 // 4 - 1
+    assert corpus_windows(tokenizer, limit=10_000) == every

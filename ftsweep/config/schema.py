@@ -139,6 +139,9 @@ class TrainConfig(_Strict):
     # a margin (ftsweep.data.generation_limit), so no reply is cut.
     max_new_tokens: Annotated[int, Field(ge=1, le=1024)] | Literal["auto"] = "auto"
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # Windows of the shipped general text forgetting is measured on, spread over its sources;
+    # None: all of them (38 windows, 9,298 SmolLM2 tokens). Fewer is faster and noisier.
+    forgetting_windows: Annotated[int, Field(ge=1)] | None = None
     # Held-out eval_loss every N steps, reported to the scheduler (ASHA rungs); null = end only.
     eval_every: Annotated[int, Field(ge=1)] | None = None
     # CPU threads per trial (None: what the process is given).

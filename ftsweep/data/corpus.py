@@ -72,14 +72,18 @@ def general_text() -> str:
     return "\n\n".join(source.text for source in corpus_sources())
 
 
-def corpus_windows(tokenizer, window: int = WINDOW) -> list[list[int]]:
+def corpus_windows(tokenizer, window: int = WINDOW, limit: int | None = None) -> list[list[int]]:
     """The corpus's token ids cut into windows of `window` tokens; each text is cut on its own,
     so no window spans two texts (a text's last window is shorter; one of a single token, which
-    predicts nothing, is dropped)."""
+    predicts nothing, is dropped). `limit` keeps that many windows spread evenly over the
+    corpus, so a shorter measurement still samples every source."""
     if window < 2:
         raise ValueError(f"window={window}: a window needs at least 2 tokens")
     windows = []
     for source in corpus_sources():
         ids = tokenizer(source.text, add_special_tokens=False)["input_ids"]
         windows += [ids[start : start + window] for start in range(0, len(ids), window)]
-    return [w for w in windows if len(w) >= 2]
+    windows = [w for w in windows if len(w) >= 2]
+    if limit is None or limit >= len(windows):
+        return windows
+    return [windows[i * len(windows) // limit] for i in range(limit)]

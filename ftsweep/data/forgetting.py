@@ -60,7 +60,7 @@ class WindowLosses:
 
 
 def window_losses(
-    model, tokenizer, window: int = WINDOW, windows: list[list[int]] | None = None
+    model, tokenizer=None, window: int = WINDOW, windows: list[list[int]] | None = None
 ) -> WindowLosses:
     """The model's summed loss and predicted-token count on each window (by default the whole
     corpus's), with the model in eval mode and no gradients; its mode is restored after."""

@@ -7,13 +7,15 @@ This record is a contract that the report and other tools read:
   `offload`, `num_workers` for full ones), the training knobs, and the inputs: `model`,
   `model.path`, `model.fingerprint`, `data` and every `data.*` key with `data.fingerprint`,
   `max_new_tokens`, `eval_batch_size`, `forgetting_corpus` (a fingerprint of the general text
-  forgetting is measured on, `ftsweep.data.corpus`) (see `inputs_params`);
+  forgetting is measured on, `ftsweep.data.corpus`) and `forgetting_windows` (how many of its
+  windows, `all` by default) (see `inputs_params`);
 - metrics: `quality` (mean score on the validation split, what selection uses) with its 95%
   bootstrap interval `quality_ci_low`/`quality_ci_high`, `test_quality` (the test split, never
   used for selection) with `test_quality_ci_low`/`_high`, both views of each reply beside
   them (`exact_match`: the whole reply right; `partial_credit`: the share of it right; quality
   is the task's primary one) with their intervals, on both splits, `num_eval_examples`,
-  `num_test_examples`, `eval_loss`, `wall_time_s`, `tokens_per_s`, `peak_mem_gb`,
+  `num_test_examples`, `eval_loss`, `scoring_time_s` (generating and scoring every held-out
+  reply), `wall_time_s`, `tokens_per_s`, `peak_mem_gb`,
   `trainable_params`, `artifact_mb`, `cost_usd`, `forgetting` (mean next-token loss per
   token on general text after training minus before, in nats, against the unquantised base for
   every method) with its paired 95% bootstrap interval over 256-token windows
@@ -85,6 +87,7 @@ METRICS = (
         for bound in ("", "_ci_low", "_ci_high")
     ),
     "eval_loss",
+    "scoring_time_s",
     "wall_time_s",
     "checkpoint_time_s",
     "tokens_per_s",
@@ -124,6 +127,7 @@ def inputs_params(cfg: Config) -> dict[str, Any]:
         "max_new_tokens": max_new_tokens(cfg),  # `auto` resolved: the limit replies had
         "eval_batch_size": cfg.train.eval_batch_size,
         "forgetting_corpus": corpus_fingerprint(),
+        "forgetting_windows": cfg.train.forgetting_windows or "all",
     }
 
 

@@ -71,7 +71,7 @@ def _measure(cfg: Config, run: TrialRun) -> dict[str, float]:
         model = model.to("cuda")
     with tempfile.TemporaryDirectory(prefix="ftsweep-baseline-") as workdir:
         scores = score_and_log_examples(cfg, model, inputs, run, Path(workdir))
-    general = window_losses(model, inputs.tokenizer)
+    general = window_losses(model, windows=inputs.general_windows)
     wall_time_s = time.perf_counter() - started
     return {
         **scores,

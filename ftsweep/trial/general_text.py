@@ -18,7 +18,7 @@ from ftsweep.data.forgetting import (
 )
 
 
-def unquantised_base_losses(cfg: Config, model_path: str, tokenizer) -> WindowLosses | None:
+def unquantised_base_losses(cfg: Config, model_path: str, windows: list) -> WindowLosses | None:
     """The unquantised base's losses, for a method that quantises its base; None for the others,
     whose model before training is that base."""
     if not cfg.method.spec.quantized:
@@ -32,7 +32,7 @@ def unquantised_base_losses(cfg: Config, model_path: str, tokenizer) -> WindowLo
     model = load_base_model(cfg, model_path, quantized=False)
     if torch.cuda.is_available():
         model = model.to("cuda")  # where the quantised base will sit
-    losses = window_losses(model, tokenizer)
+    losses = window_losses(model, windows=windows)
     del model
     gc.collect()  # the quantised base loads next: this copy must be gone by then
     if torch.cuda.is_available():
@@ -41,12 +41,12 @@ def unquantised_base_losses(cfg: Config, model_path: str, tokenizer) -> WindowLo
 
 
 def losses_before_training(
-    model, tokenizer, unquantised: WindowLosses | None
+    model, windows: list, unquantised: WindowLosses | None
 ) -> tuple[WindowLosses, dict[str, float]]:
     """(the losses forgetting is measured from, the quantisation metrics) for the model as
     built: itself, or the `unquantised` base's losses when its base is quantised, with what
     quantising cost against them."""
-    built = window_losses(model, tokenizer)
+    built = window_losses(model, windows=windows)
     if unquantised is None:
         return built, dict(NO_QUANTIZATION)
     return unquantised, quantization_metrics(built, unquantised)

@@ -36,6 +36,7 @@ class TrialInputs:
     train_set: object
     eval_set: object  # the validation split, tokenized: eval_loss
     max_new_tokens: int  # the generation limit (train.max_new_tokens, `auto` resolved)
+    general_windows: list  # token windows of general text forgetting is measured on
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ def prepare_inputs(cfg: Config) -> TrialInputs:
     from transformers import set_seed
 
     from ftsweep.data import generation_limit
+    from ftsweep.data.corpus import corpus_windows
     from ftsweep.data.tasks import get_task, three_way_split, warn_if_few
     from ftsweep.data.tokenize import TokenizedDataset
     from ftsweep.models.builtin import load_tokenizer, resolve_model_path
@@ -78,6 +80,7 @@ def prepare_inputs(cfg: Config) -> TrialInputs:
         train_set=TokenizedDataset(tokenizer, splits.train, cfg.train.seq_len),
         eval_set=TokenizedDataset(tokenizer, splits.validation, cfg.train.seq_len),
         max_new_tokens=limit,
+        general_windows=corpus_windows(tokenizer, limit=cfg.train.forgetting_windows),
     )
 
 
@@ -89,10 +92,17 @@ def score_and_log_examples(cfg: Config, model, inputs: TrialInputs, run, workdir
     from ftsweep.data.evaluate import score_splits
 
     splits = {"validation": inputs.eval_examples, "test": inputs.test_examples}
-    t = cfg.train
+    started = time.perf_counter()
     metrics, per_example = score_splits(
-        model, inputs.tokenizer, inputs.task, splits, t.eval_batch_size, inputs.max_new_tokens
+        model,
+        inputs.tokenizer,
+        inputs.task,
+        splits,
+        cfg.train.eval_batch_size,
+        inputs.max_new_tokens,
     )
+    # generating every held-out reply: what scoring costs beside training
+    metrics["scoring_time_s"] = time.perf_counter() - started
     folder = workdir / "scores"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "scores.json").write_text(json.dumps(per_example))
@@ -156,14 +166,16 @@ def _train(cfg, inputs, run, report, rank: Rank, workdir: Path, checkpoints, sho
     # A quantised base is measured against the unquantised one, loaded and let go first so the
     # two are never in memory together.
     base = (
-        unquantised_base_losses(cfg, inputs.model_path, inputs.tokenizer) if rank.records else None
+        unquantised_base_losses(cfg, inputs.model_path, inputs.general_windows)
+        if rank.records
+        else None
     )
     model = build_model(cfg, inputs.model_path)
     trainable, _total = count_parameters(model)
     # Measured before the Trainer starts DeepSpeed, while every rank still holds whole weights.
     before, quantization = None, {}
     if rank.records:
-        before, quantization = losses_before_training(model, inputs.tokenizer, base)
+        before, quantization = losses_before_training(model, inputs.general_windows, base)
     counter = TrainedTokens(model)
     trainer = trainer_class()(
         model=model,
@@ -220,7 +232,9 @@ def _score(cfg: Config, inputs: TrialInputs, trained: _Trained, run: RunRecorder
     scores = score_and_log_examples(cfg, model, inputs, run, trained.artifact_dir.parent)
     # Against the unquantised base for every method: a QLoRA run's forgetting includes what
     # quantising cost (`quantization_loss` is that part alone).
-    forgetting = forgetting_metrics(window_losses(model, inputs.tokenizer), trained.general_before)
+    forgetting = forgetting_metrics(
+        window_losses(model, windows=inputs.general_windows), trained.general_before
+    )
     # The Trainer also pickles its arguments beside the weights: a pickle is never an artifact
     # (merge refuses anything but safetensors and JSON), and nothing needs it.
     (trained.artifact_dir / "training_args.bin").unlink(missing_ok=True)
