@@ -4,7 +4,7 @@
                         [Hydra overrides, e.g. model=smollm2-135m hardware=h100]
 
 Per method (full fine-tuning, LoRA, QLoRA, each model built by the project's `load_base_model`
-+ `apply_method` with train.precision=bf16, fp16 where the GPU has no bf16): the step time of
++ `build_model` with train.precision=bf16, fp16 where the GPU has no bf16): the step time of
 forward + backward + AdamW step on one fixed batch of training examples (bench/steps.py, with
 CUDA synchronised around each step), tokens/s (real tokens / step time), achieved FLOP/s (the
 project's `flops_per_token` over batch x padded width), and utilisation against

@@ -7,7 +7,7 @@
 - flop_utilisation: full fine-tuning's achieved FLOP/s over a matrix-product peak measured in
   the same rounds (bench/flops.py); LoRA's and QLoRA's are in the details.
 
-Each method's model is built by the project's own code (`load_base_model` + `apply_method`,
+Each method's model is built by the project's own code (`ftsweep.methods.loading.build_model`,
 so LoRA is peft on conf/method/lora.yaml's targets and QLoRA is bitsandbytes NF4); a step is
 forward + backward + AdamW step + zero_grad on the same padded batch of training examples.
 Full fine-tuning here is plain torch AdamW (ZeRO stage 0): the arithmetic of the method, not
@@ -61,13 +61,13 @@ def build(cfg, device: str = "cpu"):
     """The method's model (the project's loading and adapters) and an AdamW over what trains."""
     import torch
 
-    from ftsweep.methods.registry import apply_method, load_base_model
+    from ftsweep.methods.loading import build_model
     from ftsweep.models.builtin import resolve_model_path
 
-    model = apply_method(
-        load_base_model(cfg, resolve_model_path(cfg.model.name_or_path)), cfg.method
-    )
-    if device != "cpu" and cfg.method.name != "qlora":  # QLoRA is placed by its device_map
+    model = build_model(cfg, resolve_model_path(cfg.model.name_or_path))
+    if (
+        device != "cpu" and not cfg.method.spec.quantized
+    ):  # a 4-bit base is placed by its device_map
         model.to(device)
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -77,11 +77,19 @@ def build(cfg, device: str = "cpu"):
     return model, optimizer
 
 
-def train_step(model, optimizer, batch: dict, device: str = "cpu") -> float:
-    """Seconds for forward + backward + optimizer step + zero_grad."""
+def train_step(
+    model, optimizer, batch: dict, device: str = "cpu", precision: str = "fp32"
+) -> float:
+    """Seconds for forward + backward + optimizer step + zero_grad, with the trial's recipe:
+    fp32 weights, 16-bit compute by autocast where `precision` asks for it."""
+    import torch
+
+    from ftsweep.methods.loading import dtype_of
+
     _sync(device)
     started = time.perf_counter()
-    loss = model(**batch).loss
+    with torch.autocast(device, dtype=dtype_of(precision), enabled=precision != "fp32"):
+        loss = model(**batch).loss
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
@@ -110,9 +118,13 @@ def measure(
     for name, cfg in configs.items():
         log(f"steps: loading {name}")
         built[name] = build(cfg, device)
-        train_step(*built[name], batch, device)  # warm-up: optimizer states, allocator
+        # warm-up: optimizer states, allocator
+        train_step(*built[name], batch, device, cfg.train.precision)
     sides = {
-        name: (lambda pair=pair: train_step(*pair, batch, device)) for name, pair in built.items()
+        name: (
+            lambda pair=pair, p=configs[name].train.precision: train_step(*pair, batch, device, p)
+        )
+        for name, pair in built.items()
     }
     sides["matmul_peak"] = lambda: matmul_peak(peak_n, dtype=peak_dtype, device=device)
     times = alternate(sides, rounds, "steps")

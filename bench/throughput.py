@@ -51,7 +51,6 @@ def bare_tokens_per_s(cfg) -> float:
 
     from ftsweep.data.tasks import get_task, three_way_split
     from ftsweep.data.tokenize import PadCollator, TokenizedDataset
-    from ftsweep.methods.registry import target_modules
     from ftsweep.models.builtin import resolve_model_path
 
     t, m = cfg.train, cfg.method
@@ -70,7 +69,7 @@ def bare_tokens_per_s(cfg) -> float:
             r=m.lora_r,
             lora_alpha=m.lora_alpha,
             lora_dropout=m.lora_dropout,
-            target_modules=target_modules(m),
+            target_modules=m.target_names,
             task_type="CAUSAL_LM",
         ),
     )
