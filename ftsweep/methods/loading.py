@@ -81,3 +81,14 @@ def count_parameters(model) -> tuple[int, int]:
 
 def folder_size_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+
+
+def compute_precision(cfg: Config):
+    """The trial's compute precision for what it measures outside the Trainer (generation,
+    general-text losses): the autocast the Trainer trains under, so every method is scored
+    and measured in the same compute dtype, before training and after."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    precision = cfg.train.precision
+    return torch.autocast(device, dtype=dtype_of(precision), enabled=precision != "fp32")

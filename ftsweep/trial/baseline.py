@@ -59,7 +59,7 @@ def _measure(cfg: Config, run: TrialRun) -> dict[str, float]:
     import torch
 
     from ftsweep.data.forgetting import NO_QUANTIZATION, forgetting_metrics, window_losses
-    from ftsweep.methods.loading import load_base_model
+    from ftsweep.methods.loading import compute_precision, load_base_model
     from ftsweep.planning.cost import trial_cost_usd
     from ftsweep.trial.recipe import prepare_inputs, score_and_log_examples
 
@@ -69,9 +69,9 @@ def _measure(cfg: Config, run: TrialRun) -> dict[str, float]:
     model = load_base_model(cfg, inputs.model_path, quantized=False)
     if torch.cuda.is_available():
         model = model.to("cuda")
-    with tempfile.TemporaryDirectory(prefix="ftsweep-baseline-") as workdir:
+    with tempfile.TemporaryDirectory(prefix="ftsweep-baseline-") as workdir, compute_precision(cfg):
         scores = score_and_log_examples(cfg, model, inputs, run, Path(workdir))
-    general = window_losses(model, windows=inputs.general_windows)
+        general = window_losses(model, windows=inputs.general_windows)
     wall_time_s = time.perf_counter() - started
     return {
         **scores,

@@ -160,22 +160,22 @@ def _train(cfg, inputs, run, report, rank: Rank, workdir: Path, checkpoints, sho
     """Load, prepare and train the model; save what the run produces (every rank takes part:
     under ZeRO-3 saving gathers the partitioned weights, rank 0 writes)."""
     from ftsweep.data.tokenize import PadCollator
-    from ftsweep.methods.loading import build_model, count_parameters
+    from ftsweep.methods.loading import build_model, compute_precision, count_parameters
     from ftsweep.trial.general_text import losses_before_training, unquantised_base_losses
 
     # A quantised base is measured against the unquantised one, loaded and let go first so the
     # two are never in memory together.
-    base = (
-        unquantised_base_losses(cfg, inputs.model_path, inputs.general_windows)
-        if rank.records
-        else None
-    )
+    base = None
+    if rank.records:
+        with compute_precision(cfg):
+            base = unquantised_base_losses(cfg, inputs.model_path, inputs.general_windows)
     model = build_model(cfg, inputs.model_path)
     trainable, _total = count_parameters(model)
     # Measured before the Trainer starts DeepSpeed, while every rank still holds whole weights.
     before, quantization = None, {}
     if rank.records:
-        before, quantization = losses_before_training(model, inputs.general_windows, base)
+        with compute_precision(cfg):
+            before, quantization = losses_before_training(model, inputs.general_windows, base)
     counter = TrainedTokens(model)
     trainer = trainer_class()(
         model=model,
@@ -218,7 +218,7 @@ def _gather(own: dict, rank: Rank) -> list[dict]:
 def _score(cfg: Config, inputs: TrialInputs, trained: _Trained, run: RunRecorder) -> dict:
     """Quality over every held-out example, forgetting, and the artifact (rank 0 only)."""
     from ftsweep.data.forgetting import forgetting_metrics, window_losses
-    from ftsweep.methods.loading import folder_size_mb
+    from ftsweep.methods.loading import compute_precision, folder_size_mb
 
     model = trained.trainer.model
     if cfg.method.spec.needs_gathered_weights(cfg.method):
@@ -229,12 +229,13 @@ def _score(cfg: Config, inputs: TrialInputs, trained: _Trained, run: RunRecorder
         # a plain copy (loading under the live ZeRO-3 config would partition it again).
         unset_hf_deepspeed_config()
         model = AutoModelForCausalLM.from_pretrained(trained.artifact_dir, use_safetensors=True)
-    scores = score_and_log_examples(cfg, model, inputs, run, trained.artifact_dir.parent)
-    # Against the unquantised base for every method: a QLoRA run's forgetting includes what
-    # quantising cost (`quantization_loss` is that part alone).
-    forgetting = forgetting_metrics(
-        window_losses(model, windows=inputs.general_windows), trained.general_before
-    )
+    with compute_precision(cfg):
+        scores = score_and_log_examples(cfg, model, inputs, run, trained.artifact_dir.parent)
+        # Against the unquantised base for every method: a QLoRA run's forgetting includes what
+        # quantising cost (`quantization_loss` is that part alone).
+        forgetting = forgetting_metrics(
+            window_losses(model, windows=inputs.general_windows), trained.general_before
+        )
     # The Trainer also pickles its arguments beside the weights: a pickle is never an artifact
     # (merge refuses anything but safetensors and JSON), and nothing needs it.
     (trained.artifact_dir / "training_args.bin").unlink(missing_ok=True)
