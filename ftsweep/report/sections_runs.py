@@ -26,8 +26,9 @@ USED_HEADERS = [
     "seed",
     "quality [95% interval]",
     "test quality [95% interval]",
+    "exact match",
     "eval loss",
-    "forgetting",
+    "forgetting [95% interval]",
     "wall time",
     "cost",
     "storage",
@@ -43,6 +44,21 @@ def _quality(row: RunRow, prefix: str) -> str:
     return fmt_estimate(value, *interval)
 
 
+def _exact_match(row: RunRow) -> str:
+    """The strict view beside quality (the whole reply right), where the run recorded it."""
+    value = row.metrics.get("exact_match", math.nan)
+    return fmt_quality(value) if math.isfinite(value) else "n/a"
+
+
+def _forgetting(row: RunRow) -> str:
+    m = row.metrics
+    value = m.get("forgetting", math.nan)
+    low, high = m.get("forgetting_ci_low", math.nan), m.get("forgetting_ci_high", math.nan)
+    if not math.isfinite(low):
+        return f"{value:+.3f}"
+    return f"{value:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
 def all_runs(a: Analysis) -> Section:
     rows = [
         [
@@ -53,8 +69,9 @@ def all_runs(a: Analysis) -> Section:
             r.seed,
             _quality(r, ""),
             _quality(r, "test_"),
+            _exact_match(r),
             fmt_quality(r.metrics.get("eval_loss", math.nan)),
-            f"{r.metrics.get('forgetting', math.nan):+.3f}",
+            _forgetting(r),
             fmt_seconds(r.wall_time_s),
             fmt_usd(r.cost_usd),
             fmt_mb(r.metrics.get("artifact_mb", math.nan)),
@@ -68,7 +85,9 @@ def all_runs(a: Analysis) -> Section:
         "All runs used",
         [
             "Each run's quality with the 95% interval it logged over its examples (none for runs "
-            "recorded before intervals were); the test split was never used to choose.",
+            "recorded before intervals were); the test split was never used to choose. Exact "
+            "match is the strict view of the same replies (the whole reply right); forgetting is "
+            "in nats per token of general text, with its paired interval over text windows.",
             Table(USED_HEADERS, rows),
         ],
     )
