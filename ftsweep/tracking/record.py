@@ -107,10 +107,15 @@ METRICS = (
 )
 
 
-def inputs_params(cfg: Config) -> dict[str, Any]:
+def inputs_params(cfg: Config, resolve: bool = True) -> dict[str, Any]:
     """What a run was trained and scored on: the model (its path and a fingerprint of its
     weights), the whole data config (with a fingerprint of user files) and how replies are
-    scored. Runs whose inputs differ are never compared as one sweep."""
+    scored. Runs whose inputs differ are never compared as one sweep.
+
+    `resolve=False` keeps `max_new_tokens: auto` as written instead of the limit it comes to
+    (which needs the tokenizer): what a trial's id is made from, so naming a trial loads
+    nothing (`ftsweep validate` imports neither torch nor transformers); `auto` is a function
+    of the model and data, which the id holds anyway."""
     from ftsweep.data.corpus import corpus_fingerprint
     from ftsweep.data.generation_limit import max_new_tokens
     from ftsweep.tracking.fingerprint import data_fingerprint, model_fingerprint
@@ -124,7 +129,8 @@ def inputs_params(cfg: Config) -> dict[str, Any]:
         "data": cfg.data.name,
         **{f"data.{key}": value for key, value in data.items()},
         "data.fingerprint": data_fingerprint(cfg.data),
-        "max_new_tokens": max_new_tokens(cfg),  # `auto` resolved: the limit replies had
+        # the limit replies had
+        "max_new_tokens": max_new_tokens(cfg) if resolve else cfg.train.max_new_tokens,
         "eval_batch_size": cfg.train.eval_batch_size,
         "forgetting_corpus": corpus_fingerprint(),
         "forgetting_windows": cfg.train.forgetting_windows or "all",
@@ -142,16 +148,16 @@ def inputs_id(params: dict[str, Any]) -> str:
 INPUT_KEYS = ("model", "data", "max_new_tokens", "eval_batch_size")
 
 
-def run_params(cfg: Config) -> dict[str, Any]:
+def run_params(cfg: Config, resolve: bool = True) -> dict[str, Any]:
     """What defines a trial, as MLflow params: its inputs, every train and method knob that can
-    change its result (knobs only where the method has them)."""
+    change its result (knobs only where the method has them); `resolve` as in `inputs_params`."""
     method = cfg.method
     params: dict[str, Any] = {
         "method": method.name,
         "learning_rate": method.learning_rate,
         "weight_decay": method.weight_decay,
         "warmup_ratio": method.warmup_ratio,
-        **inputs_params(cfg),
+        **inputs_params(cfg, resolve),
         "hardware": cfg.hardware.name,
         "max_steps": cfg.train.max_steps,
         "batch_size": cfg.train.batch_size,

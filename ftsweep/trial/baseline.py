@@ -18,12 +18,13 @@ BASELINE_METHOD = "none"
 BASELINE_RUN_NAME = "base model"
 
 
-def baseline_params(cfg: Config) -> dict:
+def baseline_params(cfg: Config, resolve: bool = True) -> dict:
     """What the base model's score depends on: the model, the data and how replies are scored
-    (the same inputs every trial of the sweep records), and the precision it ran in."""
+    (the same inputs every trial of the sweep records), and the precision it ran in; `resolve`
+    as in `inputs_params`."""
     return {
         "method": BASELINE_METHOD,
-        **inputs_params(cfg),
+        **inputs_params(cfg, resolve),
         "hardware": cfg.hardware.name,
         "seq_len": cfg.train.seq_len,
         "precision": cfg.train.precision,
@@ -31,7 +32,9 @@ def baseline_params(cfg: Config) -> dict:
 
 
 def baseline_trial_id(cfg: Config) -> str:
-    return stable_id(BASELINE_METHOD, {"sweep": cfg.sweep.name} | baseline_params(cfg))
+    return stable_id(
+        BASELINE_METHOD, {"sweep": cfg.sweep.name} | baseline_params(cfg, resolve=False)
+    )
 
 
 def record_baseline(cfg: Config, invocation_id: str = "baseline") -> dict[str, float]:

@@ -17,7 +17,7 @@ def stable_id(prefix: str, identity: dict) -> str:
 
 def trial_id_for(cfg: Config) -> str:
     """Stable id from what defines the trial: the same config always gives the same id."""
-    return stable_id(cfg.method.name, {"sweep": cfg.sweep.name, **run_params(cfg)})
+    return stable_id(cfg.method.name, {"sweep": cfg.sweep.name, **run_params(cfg, resolve=False)})
 
 
 def run_name_for(cfg: Config) -> str:
