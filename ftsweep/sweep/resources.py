@@ -82,6 +82,8 @@ def start_ray(cfg: Config) -> int:
         # on a cluster they must be in the environment of `ray start` (docs/cluster.md).
         env = {"runtime_env": {"env_vars": WORKER_ENV}}
         if address:
+            # A cluster, on purpose: `auto` is the one `ray start` last recorded on this machine,
+            # or HOST:PORT / ray://HOST:10001. Its nodes bring their own resources.
             ray.init(address=address, log_to_driver=False, **env)
         else:
             private_ray_token()
@@ -89,7 +91,16 @@ def start_ray(cfg: Config) -> int:
             # also runs anything else, that slows the trials and inflates the wall time and cost
             # they record. Trials are the point of the sweep: they run at normal priority.
             os.environ.setdefault(WORKER_NICENESS, "0")
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, **env)
+            # "local": a fresh instance of our own. Without an address ray.init would join any
+            # cluster someone started here (found through /tmp/ray/ray_current_cluster) and then
+            # refuse num_cpus.
+            ray.init(
+                address="local",
+                num_cpus=os.cpu_count(),
+                include_dashboard=False,
+                log_to_driver=False,
+                **env,
+            )
     # A trial runs on one node: its CPU share is cut from the largest node, not the cluster sum.
     per_node = [n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")]
     return int(max(per_node, default=1))
