@@ -27,6 +27,7 @@ def test_local_ray_runs_trial_workers_at_normal_priority(tiny_config, monkeypatc
     import ray
 
     from ftsweep.sweep.resources import WORKER_NICENESS, start_ray
+    from ftsweep.tracking.record import ray_node
 
     monkeypatch.delenv(WORKER_NICENESS, raising=False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
@@ -35,6 +36,10 @@ def test_local_ray_runs_trial_workers_at_normal_priority(tiny_config, monkeypatc
         assert start_ray(tiny_config()) == os.cpu_count()
         # Ray's default is nice 15: trials would yield to anything else on the machine.
         assert ray.get(ray.remote(lambda: os.nice(0)).remote()) == os.nice(0)
+        # What a trial's run is tagged with (ftsweep.node): the node's address and id.
+        (node,) = ray.nodes()
+        expected = f"{node['NodeManagerAddress']}/{node['NodeID'][:8]}"
+        assert ray.get(ray.remote(ray_node).remote()) == expected
     finally:
         ray.shutdown()
 

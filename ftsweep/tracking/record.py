@@ -4,7 +4,9 @@ This record is a contract that the report and other tools read:
 
 - params: `method`, `learning_rate`, `weight_decay`, `warmup_ratio`, the method's own knobs
   (`lora_r`, `lora_alpha`, `lora_dropout`, `target_modules` for LoRA-type runs; `zero_stage`,
-  `offload`, `num_workers` for full ones), the training knobs, and the inputs: `model`,
+  `offload`, `num_workers` for full ones), its variant knobs where set away from their
+  defaults (`use_dora`, `use_rslora`, `init`, `loraplus_lr_ratio`; `optimizer`: a run without
+  one was plain LoRA or AdamW), the training knobs, and the inputs: `model`,
   `model.path`, `model.fingerprint`, `data` and every `data.*` key with `data.fingerprint`,
   `max_new_tokens`, `eval_batch_size`, `forgetting_corpus` (a fingerprint of the general text
   forgetting is measured on, `ftsweep.data.corpus`) and `forgetting_windows` (how many of its
@@ -27,7 +29,9 @@ This record is a contract that the report and other tools read:
   runs can be compared on the same examples; the adapter of LoRA-type runs under `adapter/`;
 - tags: `ftsweep.sweep`, `ftsweep.trial_id` (stable for the life of a trial, across resumes),
   `ftsweep.inputs` (a short id of the inputs: runs are only compared within one),
-  `ftsweep.run_id` (the invocation that last ran it), `ftsweep.stop_reason`; a run that ran
+  `ftsweep.run_id` (the invocation that last ran it), `ftsweep.stop_reason`, and where it ran:
+  `ftsweep.node` (the Ray node of the latest attempt), `ftsweep.nodes` (that of every attempt,
+  oldest first) and, for a worker group, `ftsweep.worker_nodes` (each rank's); a run that ran
   out of memory also carries `ftsweep.plan_peak_gb` (the plan's estimate) and
   `ftsweep.peak_mem_gb` (what was measured when it failed).
 
@@ -50,6 +54,7 @@ import json
 import math
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -71,6 +76,9 @@ TAG_PEAK_MEM_GB = "ftsweep.peak_mem_gb"
 TAG_FAILURES = "ftsweep.failures"  # how many times the trial was restarted after it broke off
 TAG_RESUMED_FROM = "ftsweep.resumed_from_step"
 TAG_WORKER = "ftsweep.worker"  # host:pid of the process running the trial, for operators
+TAG_NODE = "ftsweep.node"  # the Ray node running the trial's attempt (see `ray_node`)
+TAG_NODES = "ftsweep.nodes"  # the Ray node of every attempt, oldest first, comma-separated
+TAG_WORKER_NODES = "ftsweep.worker_nodes"  # a worker group's: each rank's Ray node, in rank order
 TAG_INPUTS = "ftsweep.inputs"  # inputs_id: runs with the same value were trained and scored alike
 
 METRICS = (
@@ -168,6 +176,17 @@ def run_params(cfg: Config, resolve: bool = True) -> dict[str, Any]:
     }
     params |= method.spec.record_params(method)
     return params
+
+
+def ray_node() -> str | None:
+    """The Ray node this process runs on, as `IP/NODE` (its address and the first 8 hex digits
+    of Ray's node id: several nodes may share one address); None outside Ray."""
+    ray = sys.modules.get("ray")  # a process Ray started has imported it; others need not
+    if ray is None or not ray.is_initialized():
+        return None
+    from ray.util import get_node_ip_address
+
+    return f"{get_node_ip_address()}/{ray.get_runtime_context().get_node_id()[:8]}"
 
 
 def find_trial_runs(client, experiment_id: str, trial_id: str) -> list:
@@ -276,6 +295,10 @@ class TrialRun(RunRecorder):
             TAG_INPUTS: inputs_id(params),
             TAG_STOP_REASON: "running",
         }
+        node = ray_node()
+        if node:
+            earlier = runs[0].data.tags.get(TAG_NODES) if runs else None
+            tags |= {TAG_NODE: node, TAG_NODES: f"{earlier},{node}" if earlier else node}
         if runs:
             self._reopen(runs[0], tags)
         else:

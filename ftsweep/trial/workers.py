@@ -142,9 +142,24 @@ def _worker_loop(loop: dict[str, Any]) -> None:
         if rank.records
         else None
     )
+    _record_worker_nodes(run, rank)
 
     def report(metrics: dict) -> None:
         # Every rank reports at the same steps: ray.train.report waits for all workers.
         ray.train.report({**metrics, "rank": rank.rank})
 
     train_and_evaluate(cfg, loop["trial_id"], run, report, rank=rank, started_at=loop["started_at"])
+
+
+def _record_worker_nodes(run, rank) -> None:
+    """Rank 0 tags the run with every rank's Ray node (the group may span nodes)."""
+    import torch.distributed as dist
+
+    from ftsweep.tracking.record import TAG_WORKER_NODES, ray_node
+
+    nodes: list = [ray_node()]
+    if dist.is_initialized():  # Ray Train's process group
+        nodes = [None] * rank.world
+        dist.all_gather_object(nodes, ray_node())
+    if run is not None:
+        run.set_tag(TAG_WORKER_NODES, ",".join(map(str, nodes)))

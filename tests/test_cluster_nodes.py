@@ -1,0 +1,28 @@
+"""Where a trial ran: every attempt's run names the Ray node it ran on."""
+
+from __future__ import annotations
+
+from ftsweep.tracking import record
+from ftsweep.tracking.record import TAG_NODE, TAG_NODES, TrialRun
+from ftsweep.tracking.store import get_client, tracking_uri
+
+
+def test_every_attempt_records_the_ray_node_it_ran_on(tiny_config, monkeypatch):
+    cfg = tiny_config("sweep.name=nodes")
+    monkeypatch.setattr(record, "ray_node", lambda: "198.18.0.3/1a2b3c4d")
+    first = TrialRun(cfg, "trial-n", "run n", invocation_id="driver")
+    # That node was lost; the retry runs elsewhere and reopens the same run.
+    monkeypatch.setattr(record, "ray_node", lambda: "198.18.0.4/5e6f7a8b")
+    second = TrialRun(cfg, "trial-n", "run n", invocation_id="driver")
+    assert second.run_id == first.run_id and second.failures == 1
+    tags = get_client(tracking_uri(cfg)).get_run(first.run_id).data.tags
+    assert tags[TAG_NODE] == "198.18.0.4/5e6f7a8b"
+    assert tags[TAG_NODES] == "198.18.0.3/1a2b3c4d,198.18.0.4/5e6f7a8b"
+
+
+def test_outside_ray_no_node_is_named(tiny_config):
+    assert record.ray_node() is None  # this test process never started Ray
+    cfg = tiny_config("sweep.name=no-ray")
+    run = TrialRun(cfg, "trial-local", "run", invocation_id="train")
+    tags = get_client(tracking_uri(cfg)).get_run(run.run_id).data.tags
+    assert TAG_NODE not in tags and TAG_NODES not in tags
