@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ftsweep.tracking import queries
-from ftsweep.tracking.queries import experiment_runs, search_all
+from ftsweep.tracking.queries import all_experiments, experiment_runs, search_all
 from ftsweep.tracking.record import (
     TAG_STOP_REASON,
     TAG_TRIAL_ID,
@@ -39,16 +39,21 @@ def store(tmp_path_factory):
 
 
 class _PageCounter:
-    """A client that remembers the size of each page it answered."""
+    """A client that remembers the size of each page its searches answered."""
 
     def __init__(self, client):
         self.client = client
         self.pages: list[int] = []
 
-    def search_runs(self, *args, **kwargs):
-        page = self.client.search_runs(*args, **kwargs)
+    def _counted(self, page):
         self.pages.append(len(page))
         return page
+
+    def search_runs(self, *args, **kwargs):
+        return self._counted(self.client.search_runs(*args, **kwargs))
+
+    def search_experiments(self, *args, **kwargs):
+        return self._counted(self.client.search_experiments(*args, **kwargs))
 
     def __getattr__(self, name):
         return getattr(self.client, name)
@@ -121,6 +126,19 @@ def test_mark_abandoned_runs_kills_every_running_run_on_every_page(store, monkey
         run = client.get_run(run_id)
         assert run.info.status == "FINISHED" and TAG_STOP_REASON not in run.data.tags
     assert mark_abandoned_runs(client, experiment_id) == 0
+
+
+def test_all_experiments_pages_through_every_experiment(tmp_path, monkeypatch):
+    client = get_client(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    names = {f"sweep-{i}" for i in range(9)}
+    for name in names:
+        client.create_experiment(name)
+    monkeypatch.setattr(queries, "PAGE_SIZE", 4)  # 9 sweeps and Default: three pages
+    counted = _PageCounter(client)
+    found = [e.name for e in all_experiments(counted)]
+    assert sorted(found) == sorted(names | {"Default"})
+    assert counted.pages == [4, 4, 2]
+    assert {e.name for e in all_experiments(client, "name LIKE 'sweep-%'")} == names
 
 
 @pytest.mark.slow
