@@ -261,6 +261,10 @@ class Config(_Strict):
     tracking: TrackingConfig = TrackingConfig()
     sweep: SweepConfig = SweepConfig()
     results_dir: str = "results"
+    # Where what must outlive a node is kept (Ray's sweep and Ray Train state, every trial's
+    # checkpoints): a URI pyarrow opens (s3://bucket/prefix), or None for folders under
+    # results_dir (one disk, or a file system every node mounts at the same path).
+    storage: str | None = None
 
     @property
     def results_path(self) -> Path:

@@ -19,6 +19,7 @@ from ftsweep.sweep.tuner import make_tuner, ray_experiment_name
 from ftsweep.tracking.queries import experiment_runs
 from ftsweep.tracking.record import TAG_TRIAL_ID, find_trial_runs, mark_abandoned_runs
 from ftsweep.tracking.store import ensure_experiment, experiment_name, get_client, tracking_uri
+from ftsweep.trial.checkpoints import state_location
 from ftsweep.trust import private_dir
 
 
@@ -94,7 +95,10 @@ def run_sweep(cfg: Config, console=None) -> SweepOutcome:
     # grid reads it); the TensorBoard logger would import torch into this process (1.6 s of
     # every start) and the CSV one duplicates the JSON.
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
-    storage = str(private_dir(results_path.resolve() / "ray", "Ray's state folder"))
+    if cfg.storage:
+        storage = state_location(cfg, "ray")  # an object store: its own access control
+    else:
+        storage = str(private_dir(results_path.resolve() / "ray", "Ray's state folder"))
     progress = SweepProgress(specs, console=console, resumed_from=abandoned)
     tuner = make_tuner(
         cfg, per_trial, trials, base, storage, ray_experiment_name(cfg, specs), progress

@@ -9,6 +9,12 @@ Trust: the trial's checkpoint folder is created 0700 inside RESULTS and must be 
 without a manifest) is never loaded: it is renamed `refused-checkpoint-N` (kept for a look,
 out of the Trainer's sight), a warning names it, and the trial resumes from the checkpoint
 before it, or from step 0. A checkpoint folder that is not private fails the trial.
+
+Where: in RESULTS by default (one disk, or one file system every node mounts). With `storage`
+(an object store, `s3://...`), a trial writes its checkpoints into a scratch folder of its own
+node (TMPDIR), and each one saved is copied to `STORAGE/checkpoints/EXPERIMENT/TRIAL` once
+signed; a retry on any node copies them down before choosing one. Nothing a retry needs is
+then left on the node that was lost.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from ftsweep.config import Config
@@ -26,8 +33,87 @@ REFUSED_PREFIX = "refused-"
 
 
 def checkpoint_dir(cfg: Config, trial_id: str) -> Path:
-    """Where a trial's resumable checkpoints live: stable across restarts of the trial."""
-    return cfg.results_path / "checkpoints" / experiment_name(cfg) / trial_id
+    """Where a trial's resumable checkpoints are written: stable across restarts of the trial
+    (with `storage`, on this node only: see `checkpoint_uri`)."""
+    root = Path(tempfile.gettempdir()) / "ftsweep-checkpoints" if cfg.storage else cfg.results_path
+    return root / "checkpoints" / experiment_name(cfg) / trial_id
+
+
+def state_location(cfg: Config, name: str) -> str:
+    """Where Ray keeps the state called `name` (`ray`: the sweep's, `ray-train`: worker groups'):
+    under `storage` where there is one, else a folder of RESULTS."""
+    if cfg.storage:
+        return f"{cfg.storage.rstrip('/')}/{name}"
+    return str(cfg.results_path / name)
+
+
+def checkpoint_uri(cfg: Config, trial_id: str) -> str | None:
+    """Where a trial's checkpoints are kept beyond its node (`storage`); None without one."""
+    if not cfg.storage:
+        return None
+    return f"{cfg.storage.rstrip('/')}/checkpoints/{experiment_name(cfg)}/{trial_id}"
+
+
+def _store(uri: str):
+    """The pyarrow file system of `uri` and the path in it (S3's credentials and endpoint come
+    from the environment, as for Ray's own storage: AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, ...)."""
+    from pyarrow import fs
+
+    return fs.FileSystem.from_uri(uri)
+
+
+def publish_checkpoint(folder: Path, uri: str) -> None:
+    """Copy this node's files of a saved checkpoint (`checkpoint-N`) to `uri`/checkpoint-N."""
+    from pyarrow import fs
+
+    store, root = _store(uri)
+    target = f"{root}/{folder.name}"
+    store.create_dir(target, recursive=True)  # a no-op on S3; a file:// store needs it
+    fs.copy_files(
+        str(folder),
+        target,
+        source_filesystem=fs.LocalFileSystem(),
+        destination_filesystem=store,
+    )
+
+
+def prune_checkpoints(uri: str, keep: str) -> None:
+    """Remove the kept checkpoints other than `keep` (the one just published)."""
+    from pyarrow import fs
+
+    store, root = _store(uri)
+    for info in store.get_file_info(fs.FileSelector(root, allow_not_found=True)):
+        if info.type == fs.FileType.Directory and info.base_name != keep:
+            store.delete_dir(info.path)
+
+
+def fetch_checkpoints(folder: Path, uri: str) -> None:
+    """Copy every kept checkpoint down into `folder`: all ranks' files, whichever node wrote
+    them. Which one is loaded is still `last_checkpoint`'s choice (its manifest is checked)."""
+    from pyarrow import fs
+
+    store, root = _store(uri)
+    for info in store.get_file_info(fs.FileSelector(root, allow_not_found=True)):
+        if info.type == fs.FileType.Directory:
+            (folder / info.base_name).mkdir(exist_ok=True)
+            fs.copy_files(
+                info.path,
+                str(folder / info.base_name),
+                source_filesystem=store,
+                destination_filesystem=fs.LocalFileSystem(),
+            )
+
+
+def discard_checkpoints(cfg: Config, trial_id: str) -> None:
+    """A trial that ended needs no checkpoint: remove its folder here and its kept copies."""
+    shutil.rmtree(checkpoint_dir(cfg, trial_id), ignore_errors=True)
+    uri = checkpoint_uri(cfg, trial_id)
+    if uri:
+        store, root = _store(uri)
+        try:
+            store.delete_dir(root)
+        except FileNotFoundError:
+            pass
 
 
 def prepare_checkpoint_dir(cfg: Config, folder: Path) -> Path:
@@ -89,16 +175,23 @@ def _set_aside(path: Path, why: str) -> None:
     )
 
 
-def resume_point(folder: Path | None, rank: int, world: int) -> Path | None:
+def resume_point(
+    folder: Path | None, rank: int, world: int, uri: str | None = None, local_rank: int = 0
+) -> Path | None:
     """The checkpoint every rank resumes from: rank 0's choice (it alone removes half-written
-    ones and sets refused ones aside), broadcast to the group."""
+    ones and sets refused ones aside), broadcast to the group by name (each rank's folder may
+    be on a node of its own). With `uri`, one rank per node first copies the kept checkpoints
+    down (`fetch_checkpoints`)."""
+    if folder is not None and uri and local_rank == 0:
+        fetch_checkpoints(folder, uri)  # into the private folder the Trainer's arguments made
     if world == 1:
         return last_checkpoint(folder)
     import torch.distributed as dist
 
-    chosen = [str(last_checkpoint(folder) or "") if rank == 0 else None]
+    dist.barrier()  # every node has its copy before rank 0 looks
+    chosen = [(last_checkpoint(folder) or Path()).name if rank == 0 else None]
     dist.broadcast_object_list(chosen, src=0)
-    return Path(chosen[0]) if chosen[0] else None
+    return folder / chosen[0] if chosen[0] else None
 
 
 def checkpoint_step(path: Path) -> str:

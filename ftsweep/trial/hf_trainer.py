@@ -62,13 +62,15 @@ def trainer_class():
         # Seconds spent writing and signing resumable checkpoints: inside the Trainer's runtime,
         # recorded apart so tokens/s measures training and the save's own cost is visible.
         checkpoint_time_s = 0.0
+        # Where each signed checkpoint is also kept, beyond this node (`storage`), or None.
+        checkpoint_uri: str | None = None
 
         def _save_checkpoint(self, model, trial):
             from ftsweep.trial.manifest import sign_saved_checkpoint
 
             started = time.perf_counter()
             super()._save_checkpoint(model, trial)
-            sign_saved_checkpoint(self.args, self.state)
+            sign_saved_checkpoint(self.args, self.state, self.checkpoint_uri)
             self.checkpoint_time_s += time.perf_counter() - started
 
         def training_step(self, model, inputs, num_items_in_batch=None):

@@ -9,7 +9,10 @@ HMAC-SHA256 of that list keyed by `ftsweep.trust.secret_key()`, a key kept outsi
 whose files, links or manifest do not match.
 
 On a worker group every rank writes its shard first (a barrier), then rank 0 hashes the
-folder: RESULTS must be one shared file system (docs/cluster.md).
+folder, which every rank wrote into (RESULTS on one shared file system, docs/cluster.md).
+Without one (`storage`, an object store), each node holds only its own ranks' files: one rank
+per node hashes those, rank 0 signs them all, and each node copies its files to the store,
+where a retry finds the whole checkpoint (`ftsweep.trial.checkpoints`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import hashlib
 import hmac
 import json
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -66,13 +70,16 @@ def _signature(key: bytes, folder_name: str, files: dict[str, str]) -> str:
     return hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
 
 
-def write_manifest(folder: Path, key: bytes | None = None) -> Path:
-    """Hash every file of `folder` and write its signed manifest (mode 0600, atomically)."""
+def write_manifest(
+    folder: Path, key: bytes | None = None, files: dict[str, str] | None = None
+) -> Path:
+    """Write the signed manifest of `folder` (mode 0600, atomically): of every file in it, or
+    of `files` (relative path -> SHA-256) where they were hashed on several nodes."""
     from ftsweep.trust import secret_key
 
     folder = Path(folder)
     key = secret_key() if key is None else key
-    files = _files(folder)
+    files = _files(folder) if files is None else files
     manifest = {
         "version": VERSION,
         "folder": folder.name,
@@ -146,16 +153,40 @@ def manifest_callback():
     return ManifestCallback()
 
 
-def sign_saved_checkpoint(args, state) -> None:
-    """Sign the checkpoint the Trainer has just written for `state.global_step`."""
+def sign_saved_checkpoint(args, state, uri: str | None = None) -> None:
+    """Sign the checkpoint the Trainer has just written for `state.global_step`; with `uri`
+    (no shared disk), sign what every node wrote and publish it there."""
     import torch.distributed as dist
     from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
     # Every rank has written its part (DeepSpeed's shards) before rank 0 hashes them.
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    group = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    if group:
         dist.barrier()
-    if not state.is_world_process_zero:
-        return
     folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
-    if folder.is_dir():
-        write_manifest(folder)
+    if uri is None:
+        if state.is_world_process_zero and folder.is_dir():
+            write_manifest(folder)
+        return
+    from ftsweep.trial.checkpoints import prune_checkpoints, publish_checkpoint
+
+    files = None
+    if group:
+        # One rank per node hashes its node's files; rank 0 signs the union.
+        own = _files(folder) if state.is_local_process_zero and folder.is_dir() else {}
+        parts: list = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, own)
+        files = {name: digest for part in parts for name, digest in part.items()}
+    if state.is_world_process_zero:
+        write_manifest(folder, files=files)
+    if state.is_local_process_zero:
+        publish_checkpoint(folder, uri)
+    if group:
+        dist.barrier()  # the whole checkpoint is in the store before an older one goes
+    if state.is_world_process_zero:
+        prune_checkpoints(uri, keep=folder.name)
+    elif state.is_local_process_zero:
+        # The Trainer rotates checkpoints on rank 0's node only; this node keeps the latest too.
+        for older in folder.parent.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+            if older.name != folder.name:
+                shutil.rmtree(older, ignore_errors=True)

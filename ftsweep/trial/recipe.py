@@ -9,7 +9,6 @@ scores quality on every evaluation example.
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -18,7 +17,13 @@ from pathlib import Path
 from ftsweep.config import Config
 from ftsweep.planning.checkpointing import checkpoint_every_steps
 from ftsweep.tracking.record import TAG_RESUMED_FROM, RunRecorder
-from ftsweep.trial.checkpoints import checkpoint_dir, checkpoint_step, resume_point
+from ftsweep.trial.checkpoints import (
+    checkpoint_dir,
+    checkpoint_step,
+    checkpoint_uri,
+    discard_checkpoints,
+    resume_point,
+)
 from ftsweep.trial.environment import trial_environment
 from ftsweep.trial.hf_trainer import Reporter, progress_callback, trainer_class, training_arguments
 from ftsweep.trial.measure import PeakMemory, TrainedTokens, group_metrics
@@ -45,6 +50,7 @@ class Rank:
 
     rank: int = 0
     world: int = 1
+    local: int = 0  # its rank among the group's processes on this node
 
     @property
     def records(self) -> bool:
@@ -127,12 +133,15 @@ def train_and_evaluate(
     inputs = prepare_inputs(cfg)
     # `auto` resolves to steps by what a save costs (planning.checkpointing)
     checkpoints = checkpoint_dir(cfg, trial_id) if checkpoint_every_steps(cfg) else None
+    kept_at = checkpoints and checkpoint_uri(cfg, trial_id)  # beyond this node (storage)
     with (
         tempfile.TemporaryDirectory(prefix="ftsweep-trial-") as workdir,
         PeakMemory() as memory,
         trial_environment(deepspeed=cfg.method.spec.deepspeed_config(cfg.method) is not None),
     ):
-        trained = _train(cfg, inputs, run, report, rank, Path(workdir), checkpoints, show_progress)
+        trained = _train(
+            cfg, inputs, run, report, rank, Path(workdir), checkpoints, kept_at, show_progress
+        )
         ranks = _gather({**trained.own, "peak_mem_gb": memory.peak_gb}, rank)
         if not rank.records:
             return None
@@ -142,7 +151,7 @@ def train_and_evaluate(
     metrics = {**scores, **group_metrics(ranks, time.time() - started_at, cfg)}
     run.log_metrics(metrics, step=cfg.train.max_steps)
     if checkpoints:
-        shutil.rmtree(checkpoints, ignore_errors=True)  # finished: nothing left to resume
+        discard_checkpoints(cfg, trial_id)  # finished: nothing left to resume
     return metrics
 
 
@@ -156,7 +165,9 @@ class _Trained:
     own: dict  # this rank's tokens and training time
 
 
-def _train(cfg, inputs, run, report, rank: Rank, workdir: Path, checkpoints, show_progress):
+def _train(
+    cfg, inputs, run, report, rank: Rank, workdir: Path, checkpoints, kept_at, show_progress
+):
     """Load, prepare and train the model; save what the run produces (every rank takes part:
     under ZeRO-3 saving gathers the partitioned weights, rank 0 writes)."""
     from ftsweep.data.tokenize import PadCollator
@@ -186,7 +197,8 @@ def _train(cfg, inputs, run, report, rank: Rank, workdir: Path, checkpoints, sho
         # Progress to the run and the scheduler (the trainer signs each checkpoint it writes).
         callbacks=[progress_callback(run if rank.records else None, report, counter)],
     )
-    resume_from = resume_point(checkpoints, rank.rank, rank.world)
+    trainer.checkpoint_uri = kept_at
+    resume_from = resume_point(checkpoints, rank.rank, rank.world, kept_at, rank.local)
     if resume_from and rank.records:
         run.set_tag(TAG_RESUMED_FROM, checkpoint_step(resume_from))
     # The Trainer's own runtime excludes engine set-up (DeepSpeed builds ops on first use), so

@@ -8,13 +8,12 @@ once, runs the recipe in this process (a group of one) or on a Ray Train worker 
 
 from __future__ import annotations
 
-import shutil
 import time
 
 from ftsweep.config import Config
 from ftsweep.tracking.record import TAG_FAILURES, TAG_TRIAL_ID, RunRecorder, TrialRun
 from ftsweep.trial.attempts import begin_attempt, close_attempt, close_unrecorded_attempt
-from ftsweep.trial.checkpoints import checkpoint_dir
+from ftsweep.trial.checkpoints import discard_checkpoints
 from ftsweep.trial.environment import release_memory
 from ftsweep.trial.hf_trainer import Reporter
 from ftsweep.trial.identity import run_name_for, trial_id_for
@@ -94,7 +93,7 @@ def record_failure(cfg: Config, run: TrialRun, exc: BaseException) -> BaseExcept
     status, reason = outcome_of(cause)
     if reason == "early_stopped":
         run.finish(status, reason)
-        shutil.rmtree(checkpoint_dir(cfg, run.trial_id), ignore_errors=True)
+        discard_checkpoints(cfg, run.trial_id)
     else:
         tags = oom_tags(cfg) if reason == "oom" else None
         run.finish(status, reason, error_text(cause), tags=tags)
@@ -113,4 +112,4 @@ def close_stopped_run(cfg: Config, run) -> None:
     recorder = RunRecorder.attach(tracking_uri(cfg), run.info.run_id)
     close_unrecorded_attempt(cfg, recorder, int(run.data.tags.get(TAG_FAILURES, "0")))
     recorder.finish("FINISHED", "early_stopped")
-    shutil.rmtree(checkpoint_dir(cfg, run.data.tags[TAG_TRIAL_ID]), ignore_errors=True)
+    discard_checkpoints(cfg, run.data.tags[TAG_TRIAL_ID])

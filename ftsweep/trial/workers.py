@@ -18,6 +18,7 @@ from typing import Any
 from ftsweep.config import Config, validate
 from ftsweep.planning.layout import per_device_batch
 from ftsweep.tracking.record import TrialRun
+from ftsweep.trial.checkpoints import state_location
 from ftsweep.trial.hf_trainer import Reporter
 
 # Environment a worker needs from the caller: DeepSpeed's accelerator and the model cache.
@@ -95,7 +96,7 @@ def train_on_workers(
         run_config=RunConfig(
             # The trial id alone: a retried or resumed trial finds its Ray Train state again.
             name=run.trial_id,
-            storage_path=str(cfg.results_path / "ray-train"),
+            storage_path=state_location(cfg, "ray-train"),
             callbacks=_report_callbacks(report),
             worker_runtime_env={"env_vars": env},
         ),
@@ -135,7 +136,7 @@ def _worker_loop(loop: dict[str, Any]) -> None:
     from ftsweep.trial.recipe import Rank, train_and_evaluate
 
     context = ray.train.get_context()
-    rank = Rank(context.get_world_rank(), context.get_world_size())
+    rank = Rank(context.get_world_rank(), context.get_world_size(), context.get_local_rank())
     cfg = worker_config(validate(loop["config"]), rank.world, loop["cpus_per_worker"])
     run = (
         RunRecorder.attach(loop["tracking_uri"], loop["run_id"], loop["logged_steps"])
