@@ -19,7 +19,7 @@ LOCK        := requirements.lock
 MODELS_LOCK := requirements-models.lock
 PIP_TOOLS   ?= pip-tools==7.6.2
 
-.PHONY: install lock sweep train test test-fast report plan bench ui tracking-server lint format clean distclean
+.PHONY: install lock sweep train test test-fast report plan bench gpu-check ui tracking-server lint format clean distclean
 
 install: $(STAMP)
 	@$(BIN)/ftsweep prepare
@@ -63,9 +63,9 @@ train: install
 test: install
 	$(BIN)/pytest -q
 
-# The edit loop: unit tests only, seconds each.
+# The edit loop: unit tests only, seconds each (GPU tests, minutes, are left to gpu-check).
 test-fast: install
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q -m "not slow and not gpu"
 
 report: install
 	$(BIN)/ftsweep report sweep=$(SWEEP) results_dir=$(RESULTS) $(ARGS)
@@ -90,6 +90,11 @@ tracking-server: install
 # ARGS="figures=steps,memory" measures some groups; ARGS="quick=true" checks that all run, in minutes.
 bench: install
 	$(BIN)/python -m bench.run results_dir=$(RESULTS) $(ARGS)
+
+# On a CUDA machine: the gpu tests, then tokens/s, MFU and memory per method against the plan;
+# writes $(RESULTS)/gpu-check.json (which `make plan` calibrates from) and gpu-check.md.
+gpu-check: install
+	$(BIN)/python -m bench.gpu_check results_dir=$(RESULTS) $(ARGS)
 
 plan: install
 	$(BIN)/ftsweep plan results_dir=$(RESULTS) $(ARGS)

@@ -1,10 +1,11 @@
 """The GPU variant: absolute tokens/s and FLOP utilisation per method on CUDA, in bf16.
 
-    python -m bench.gpu [--results DIR] [--batch 32] [--rounds 10] [--methods full,lora,qlora]
+    python -m bench.gpu [--results DIR] [--batch 32] [--rounds 10] [--methods full,lora,...]
                         [Hydra overrides, e.g. model=smollm2-135m hardware=h100]
 
-Per method (full fine-tuning, LoRA, QLoRA, each model built by the project's `load_base_model`
-+ `build_model` with train.precision=bf16, fp16 where the GPU has no bf16): the step time of
+Per method (every registered one unless --methods says otherwise; each model built by the
+project's `load_base_model` + `build_model` with train.precision=bf16, fp16 where the GPU has
+no bf16; full fine-tuning at ZeRO stage 0, the plain torch AdamW these steps run): the step time of
 forward + backward + AdamW step on one fixed batch of training examples (bench/steps.py, with
 CUDA synchronised around each step), tokens/s (real tokens / step time), achieved FLOP/s (the
 project's `flops_per_token` over batch x padded width), and utilisation against
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -30,17 +32,43 @@ from pathlib import Path
 if not __package__:  # run as `python bench/gpu.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-# substrings of torch.cuda.get_device_name() -> conf/hardware group (A100s told apart by memory)
+# words of torch.cuda.get_device_name() -> conf/hardware group (A100s told apart by memory).
+# Whole words: "L4" is not an L40S. h100.yaml is the SXM part's datasheet: an H100 PCIe or NVL
+# (another peak) matches nothing, and nothing matched means no datasheet figure.
 DEVICE_HARDWARE = (("H100", "h100"), ("L4", "l4"), ("T4", "t4"))
+OTHER_PARTS = {"H100": {"PCIE", "NVL"}}
 
 
 def guess_hardware(name: str, memory_gb: float) -> str | None:
-    if "A100" in name:
+    words = set(re.split(r"[^A-Z0-9]+", name.upper()))
+    if "A100" in words:
         return "a100-80gb" if memory_gb > 60 else "a100-40gb"
-    for part, hardware in DEVICE_HARDWARE:
-        if part in name:
+    for word, hardware in DEVICE_HARDWARE:
+        if word in words and not words & OTHER_PARTS.get(word, set()):
             return hardware
     return None
+
+
+def plain_configs(model: str, batch: int | None, methods, overrides: list[str]) -> dict:
+    """One config per method as bench/steps.py measures it, a method with ZeRO stages at stage 0.
+
+    The steps are plain torch AdamW, so full fine-tuning is configured as a trial runs it
+    without DeepSpeed: fp32 master weights under 16-bit autocast. At a ZeRO stage its weights
+    would load in 16 bits for DeepSpeed's own fp32 copy, and plain AdamW would step those.
+    `batch` None keeps the config's train.batch_size; `overrides` win (a model= among them
+    replaces `model`).
+    """
+    from bench.common import compose
+    from ftsweep.methods import get_method
+
+    chosen = [] if any(o.startswith("model=") for o in overrides) else [f"model={model}"]
+    size = [] if batch is None else [f"train.batch_size={batch}"]
+    configs = {}
+    for name in methods:
+        knobs = get_method(name).knobs.model_fields
+        stage = ["method.zero_stage=0"] if "zero_stage" in knobs else []
+        configs[name] = compose([*chosen, f"method={name}", *stage, *size, *overrides])
+    return configs
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -48,7 +76,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--results", default="results", help="folder for bench-gpu.json")
     parser.add_argument("--batch", type=int, default=32, help="sequences per step (default 32)")
     parser.add_argument("--rounds", type=int, default=10, help="timed steps per method")
-    parser.add_argument("--methods", default="full,lora,qlora")
+    parser.add_argument("--methods", default="", help="comma-separated; default: every method")
     parser.add_argument("--allow-cpu", action="store_true", help="run on CPU: checks the script")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides (model=, hardware=, ...)")
     return parser.parse_args(argv)
@@ -68,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from bench.common import environment, log
-    from bench.steps import measure, method_configs
+    from bench.steps import measure
+    from ftsweep.methods import method_names
 
     overrides = list(args.overrides)
     keys = {o.split("=", 1)[0] for o in overrides}
@@ -87,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         if "model" not in keys:
             overrides.append("model=tiny-llama")
     overrides.append(f"train.precision={precision}")
-    methods = [m for m in args.methods.split(",") if m]
-    configs = method_configs("smollm2-135m", args.batch, methods, overrides)
+    methods = [m for m in args.methods.split(",") if m] or list(method_names())
+    configs = plain_configs("smollm2-135m", args.batch, methods, overrides)
     log(f"gpu: {device_name}, {precision}, batch {args.batch}, methods {', '.join(methods)}")
     started = time.perf_counter()
     result = measure(configs, args.rounds, device=device, peak_dtype=precision, peak_n=peak_n)
@@ -129,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         + (
             f", {out['datasheet_peak_tflops']:g} datasheet ({first.hardware.name})"
             if datasheet
-            else ""
+            else ", no datasheet (no conf/hardware entry matches this GPU)"
         )
     )
     print(

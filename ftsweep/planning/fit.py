@@ -78,7 +78,15 @@ def _scaled(option: PlanOption, found: dict[str, list[float]]) -> PlanOption:
         est_cost_usd=cost,
         experiments_per_dollar=runs_per_dollar(cost),
         breakdown_gb=breakdown,
-        calibrated=f"memory x{memory:.2f}, speed x{speed:.2f} from {runs} {option.method} run{'s' * (runs > 1)} on {where}",
+        # after what a gpu-check changed, if it did (ftsweep.planning.gpu_check)
+        calibrated="; ".join(
+            note
+            for note in (
+                option.calibrated,
+                f"memory x{memory:.2f}, speed x{speed:.2f} from {runs} {option.method} run{'s' * (runs > 1)} on {where}",
+            )
+            if note
+        ),
     )
 
 

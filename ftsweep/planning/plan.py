@@ -17,7 +17,8 @@ What the estimates assume (plan()'s arguments override them):
 - Workload. Hours for `Workload()`: 5,000 examples x 512 tokens x 3 epochs (the guide's "5K
   examples"), each example cut at train.seq_len as training cuts it.
 - Speed. A step reaches `hardware.mfu` of the device's peak_tflops (0.4 on GPUs until measured
-  runs say otherwise: see `ftsweep.planning.fit.calibrate`).
+  runs say otherwise: see `ftsweep.planning.fit.calibrate`, and `ftsweep.planning.gpu_check`
+  for a RESULTS/gpu-check.json that `make gpu-check` wrote on one kind of GPU).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from ftsweep.planning.cost import (
     optimizer_seconds_per_step,
 )
 from ftsweep.planning.fit import calibrate
+from ftsweep.planning.gpu_check import read_gpu_check, with_measured_memory, with_measured_mfu
 from ftsweep.planning.layout import per_device_batch, splits_evenly
 from ftsweep.planning.memory import BYTES, Memory, activation_gb, adapter_params
 from ftsweep.planning.option import PlanOption, mark_cheapest, runs_per_dollar
@@ -196,15 +198,19 @@ def plan(
             f"hardware={','.join(unknown)}: no such hardware (allowed: {', '.join(catalog)})"
         )
     base = settings_for(cfg, cfg.train.precision, workload)
+    # a gpu-check in the results folder: its GPU's measured MFU and memory ratio
+    check = read_gpu_check(cfg.results_path)
     options = []
     for name in names:
         hw = catalog[name]
         s = replace(base, precision=plan_precision(cfg, hw, precision))
         for method in methods:
+            method_hw = with_measured_mfu(check, hw, method, s.model, s.precision)
             for n, stage, offload in get_method(method).plan_layouts(hw.device == "cpu", max_gpus):
                 # only layouts the trainer accepts: the global batch split evenly over n GPUs
                 if splits_evenly(s.batch_size, n):
-                    options.append(estimate(s, hw, method, n, stage, offload))
+                    options.append(estimate(s, method_hw, method, n, stage, offload))
+    options = with_measured_memory(options, check)
     return calibrate(options, measured) if measured else mark_cheapest(options)
 
 
@@ -233,9 +239,10 @@ def estimate_trial(cfg: Config, measured: list[dict] | None = None) -> PlanOptio
     m, hw = cfg.method, cfg.hardware
     workers = m.group_size
     on_cpu = hw.device == "cpu"
+    check = read_gpu_check(cfg.results_path)
     option = estimate(
         settings,
-        hw,
+        with_measured_mfu(check, hw, m.name, settings.model, settings.precision),
         m.name,
         num_gpus=1 if on_cpu else workers,
         # the layout knobs of a method that has them (full fine-tuning's)
@@ -244,6 +251,7 @@ def estimate_trial(cfg: Config, measured: list[dict] | None = None) -> PlanOptio
         # Ray Train's workers on one CPU machine share its memory
         processes_per_device=workers if on_cpu else 1,
     )
+    (option,) = with_measured_memory([option], check)
     return calibrate([option], measured)[0] if measured else option
 
 
