@@ -48,7 +48,7 @@ def llama7b_plan(llama7b):
     return plan(llama7b)
 
 
-def _one(options, method, gpu, num_gpus=1, zero_stage=None, offload=False):
+def _one(options, method, gpu, num_gpus=1, zero_stage=None, offload=False, optimizer="adamw"):
     found = [
         o
         for o in options
@@ -57,6 +57,7 @@ def _one(options, method, gpu, num_gpus=1, zero_stage=None, offload=False):
         and o.num_gpus == num_gpus
         and o.zero_stage == zero_stage
         and o.offload == offload
+        and o.optimizer in (None, optimizer)  # None: a method without the knob
     ]
     assert len(found) == 1, (method, gpu, num_gpus, zero_stage, offload)
     return found[0]
@@ -102,7 +103,11 @@ def test_7b_memory_orders_full_over_lora_over_qlora_in_the_published_ranges(llam
 
 
 def test_full_7b_fits_80gb_gpus_only_when_sharded_or_offloaded(llama7b_plan):
-    fitting = [o for o in llama7b_plan if o.method == "full" and o.gpu == "a100-80gb" and o.fits]
+    fitting = [
+        o
+        for o in llama7b_plan
+        if o.method == "full" and o.optimizer == "adamw" and o.gpu == "a100-80gb" and o.fits
+    ]
     assert fitting
     assert all(o.num_gpus > 1 and o.zero_stage in (2, 3) or o.offload for o in fitting)
     # the guide's layout: two A100 80GB with ZeRO-3
@@ -248,8 +253,9 @@ def test_table_shows_each_method_per_device_and_the_unsharded_need(llama7b_plan)
     table = format_plan_table(llama7b_plan)
     lines = table.splitlines()
     assert lines[0].startswith("llama-2-7b: memory at batch")
-    for method in ("full", "lora", "qlora"):
-        assert sum(line.startswith(method) for line in lines) == 6  # one row per device type
+    # one row per device type; full fine-tuning's with AdamW and with 8-bit AdamW
+    for method, rows in (("full", 12), ("lora", 6), ("qlora", 6)):
+        assert sum(line.startswith(method) for line in lines) == rows
     assert sum(line.rstrip().endswith("*") for line in lines) == 3
     assert "One GPU, no sharding or offload: full" in table
     assert "not calibrated" in table

@@ -266,6 +266,14 @@ class Config(_Strict):
     # results_dir (one disk, or a file system every node mounts at the same path).
     storage: str | None = None
 
+    @model_validator(mode="after")
+    def _method_fits_hardware(self) -> Config:
+        # a knob that needs what the hardware lacks (LoftQ a CUDA GPU), named with what it has
+        problem = self.method.spec.hardware_problem(self.method, self.hardware)
+        if problem:
+            raise ValueError(problem)
+        return self
+
     @property
     def results_path(self) -> Path:
         path = Path(self.results_dir).expanduser()

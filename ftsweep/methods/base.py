@@ -51,6 +51,16 @@ class MethodKnobs(BaseModel):
         """Processes that train one trial: 1, or the data-parallel workers of a worker group."""
         return int(getattr(self, "num_workers", 1))
 
+    def changed(self, names: tuple[str, ...]) -> dict[str, Any]:
+        """The knobs among `names` set away from their defaults, by name.
+
+        What a method records of knobs added after trials were first named: a knob at its
+        default is left out of the record, so the id of a trial that never set it does not
+        change (`ftsweep.trial.identity`) and its runs group with the older ones.
+        """
+        fields = type(self).model_fields
+        return {n: getattr(self, n) for n in names if getattr(self, n) != fields[n].default}
+
 
 class Method:
     """One fine-tuning method: how its base loads, what trains, what it records and costs."""
@@ -63,6 +73,10 @@ class Method:
     is_adapter: ClassVar[bool] = False
     # The frozen base is loaded quantised (bitsandbytes NF4).
     quantized: ClassVar[bool] = False
+    # Knobs that choose a variant of the method (DoRA, an init, 8-bit AdamW): recorded only
+    # where set away from their defaults (`MethodKnobs.changed`); the report compares each
+    # one a sweep varied.
+    variant_knobs: ClassVar[tuple[str, ...]] = ()
 
     # --- the trial ------------------------------------------------------------------------
 
@@ -92,6 +106,23 @@ class Method:
         """The DeepSpeed config the Trainer runs with, or None when DeepSpeed is not used."""
         return None
 
+    def hardware_problem(self, knobs: MethodKnobs, hardware) -> str | None:
+        """Why these knobs cannot run on this hardware (a `HardwareConfig`), or None."""
+        return None
+
+    def trainer_optimizer_name(self, knobs: MethodKnobs) -> str | None:
+        """The HF Trainer's `optim` for this method, or None for the Trainer's default AdamW."""
+        return None
+
+    def build_optimizer(self, model, knobs: MethodKnobs, args):
+        """An optimizer the method builds itself over the prepared `model` (`args`: the
+        Trainer's TrainingArguments), or None to let the Trainer build its own."""
+        return None
+
+    def save_trained(self, trainer, knobs: MethodKnobs, out_dir: str) -> None:
+        """Save what the run produces (the adapter, or the model) where `out_dir` says."""
+        trainer.save_model(out_dir)
+
     def needs_gathered_weights(self, knobs: MethodKnobs) -> bool:
         """Whether the trained weights are partitioned across ranks (ZeRO-3) and must be
         reloaded from the saved checkpoint to generate."""
@@ -113,11 +144,13 @@ class Method:
 
     # --- the plan -------------------------------------------------------------------------
 
-    def plan_layouts(self, on_cpu: bool, max_gpus: int) -> list[tuple[int, int | None, bool]]:
-        """(GPUs, ZeRO stage, offload) layouts the plan estimates."""
+    def plan_layouts(
+        self, on_cpu: bool, max_gpus: int, optimizer: str = "adamw"
+    ) -> list[tuple[int, int | None, bool]]:
+        """(GPUs, ZeRO stage, offload) layouts the plan estimates, with this optimizer."""
         return [(1, None, False)]
 
-    def layout_label(self, zero_stage: int | None, offload: bool) -> str:
+    def layout_label(self, zero_stage: int | None, offload: bool, optimizer: str = "adamw") -> str:
         return self.label
 
     def state_memory(
@@ -128,9 +161,21 @@ class Method:
         zero_stage: int | None,
         offload: bool,
         num_gpus: int,
+        optimizer: str = "adamw",
     ) -> Memory:
-        """Weights, gradients and optimizer states per device (activations: see the plan)."""
+        """Weights, gradients and optimizer states per device (activations: see the plan);
+        `optimizer` is method.optimizer where the method has one."""
         raise NotImplementedError
+
+    def plan_optimizers(self, configured: str) -> tuple[str, ...]:
+        """The optimizers the plan estimates this method with: the configured one first."""
+        return (configured,)
+
+    def optimizer_step_bytes(self, optimizer: str) -> float:
+        """Bytes the optimizer step reads and writes per trained parameter (its time term)."""
+        from ftsweep.planning.cost import ADAM_BYTES_PER_PARAM
+
+        return ADAM_BYTES_PER_PARAM
 
     def fp32_residual(self, zero_stage: int | None) -> bool:
         """Whether 16-bit compute is autocast over fp32 norms and embeddings, so the residual
@@ -146,6 +191,15 @@ class Method:
 
     # Share of the device's FLOP rate this method's step reaches relative to a plain one.
     speed_factor: ClassVar[float] = 1.0
+
+    def variant_speed(self, adapter: Adapter) -> float:
+        """The speed of this method's variant (DoRA's extra work per step) relative to the
+        plain method: multiplies `speed_factor`."""
+        return 1.0
+
+    def setup_seconds(self, arch: ArchitectureConfig, adapter: Adapter, hardware) -> float:
+        """One-off seconds before the first step that the variant adds (PiSSA's SVD at load)."""
+        return 0.0
 
     def remedies(self, knobs: MethodKnobs, on_cpu: bool) -> list[str]:
         """What the user can change when a trial of this method does not fit its memory."""

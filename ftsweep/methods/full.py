@@ -5,15 +5,33 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ftsweep.methods.base import Method, MethodKnobs
 from ftsweep.methods.registry import register_method
-from ftsweep.planning.memory import BYTES, GB, Memory, compute_params, largest_layer_params
+from ftsweep.planning.memory import (
+    BYTES,
+    GB,
+    OPTIMIZER_STEP_STATE_BYTES,
+    Memory,
+    compute_params,
+    largest_layer_params,
+    optimizer_state_bytes,
+)
 
 # (ZeRO stage, offload) layouts the plan tries on GPUs; offloading to the CPU one already runs on
 # changes nothing, so on CPU only the unoffloaded ones.
 LAYOUTS = ((0, False), (2, False), (2, True), (3, False), (3, True))
+
+# method.optimizer -> the HF Trainer's `optim` (None: its default torch AdamW) and how people
+# name it. The 8-bit ones are bitsandbytes': AdamW's two moments kept as 8-bit blockwise-quantised
+# states; the paged one also lets them move to CPU memory under pressure (CUDA's unified memory;
+# on a CPU bitsandbytes runs it unpaged).
+OPTIMIZERS = {
+    "adamw": (None, "AdamW"),
+    "adamw_8bit": ("adamw_8bit", "8-bit AdamW"),
+    "paged_adamw_8bit": ("paged_adamw_8bit", "paged 8-bit AdamW"),
+}
 
 
 class FullKnobs(MethodKnobs):
@@ -23,6 +41,18 @@ class FullKnobs(MethodKnobs):
     offload: bool = False  # optimizer states (and ZeRO-3 params) in CPU memory
     # Data-parallel workers (Ray Train); 1 = this process.
     num_workers: Annotated[int, Field(ge=1, le=1024)] = 1
+    # The optimizer: one of OPTIMIZERS.
+    optimizer: Literal["adamw", "adamw_8bit", "paged_adamw_8bit"] = "adamw"
+
+    @model_validator(mode="after")
+    def _optimizer_fits_offload(self):
+        if self.optimizer != "adamw" and self.offload:
+            raise ValueError(
+                f"method.optimizer={self.optimizer} with method.offload=true: ZeRO-Offload keeps the "
+                "optimizer states in CPU memory and steps them with DeepSpeed's own CPU Adam, not a "
+                "bitsandbytes optimizer (allowed with offload: adamw)"
+            )
+        return self
 
 
 class FullFineTuning(Method):
@@ -30,6 +60,7 @@ class FullFineTuning(Method):
     label = "Full fine-tuning"
     knobs = FullKnobs
     colour = "#3b6fb6"
+    variant_knobs = ("optimizer",)
 
     def weights_dtype(self, knobs: FullKnobs, compute_dtype):
         if knobs.zero_stage:
@@ -65,11 +96,18 @@ class FullFineTuning(Method):
     def needs_gathered_weights(self, knobs: FullKnobs) -> bool:
         return knobs.zero_stage == 3
 
+    def trainer_optimizer_name(self, knobs: FullKnobs) -> str | None:
+        # Under ZeRO the Trainer's optimizer is DeepSpeed's client optimizer (conf/deepspeed/
+        # sets no optimizer of its own), stepped on each rank's flat fp32 partition.
+        return OPTIMIZERS[knobs.optimizer][0]
+
     def record_params(self, knobs: FullKnobs) -> dict:
         return {
             "zero_stage": knobs.zero_stage,
             "offload": knobs.offload,
             "num_workers": knobs.num_workers,
+            # recorded where set away from AdamW (`MethodKnobs.changed`)
+            **knobs.changed(self.variant_knobs),
         }
 
     def run_name_parts(self, knobs: FullKnobs) -> list[str]:
@@ -80,30 +118,55 @@ class FullFineTuning(Method):
         )
         if knobs.num_workers > 1:
             parts.append(f"x{knobs.num_workers}workers")
+        if knobs.optimizer != "adamw":
+            parts.append(knobs.optimizer)
         return parts
 
     def describe(self, params: dict[str, str]) -> list[str]:
+        optimizer = params.get("optimizer", "adamw")
+        words = (
+            [OPTIMIZERS[optimizer][1]] if optimizer in OPTIMIZERS and optimizer != "adamw" else []
+        )
         if params.get("zero_stage", "0") == "0":
-            return []
+            return words
         offload = "+offload" if params.get("offload") == "True" else ""
-        return [f"ZeRO-{params['zero_stage']}{offload}"]
+        return [f"ZeRO-{params['zero_stage']}{offload}", *words]
 
-    def plan_layouts(self, on_cpu: bool, max_gpus: int) -> list[tuple[int, int | None, bool]]:
+    def plan_layouts(
+        self, on_cpu: bool, max_gpus: int, optimizer: str = "adamw"
+    ) -> list[tuple[int, int | None, bool]]:
         return [
             (n, stage, offload)
             for stage, offload in LAYOUTS
-            if not (on_cpu and offload)
+            # offloading runs DeepSpeed's CPU Adam: an 8-bit optimizer is never offloaded
+            if not (on_cpu and offload) and not (offload and optimizer != "adamw")
             for n in range(1, (1 if on_cpu else max_gpus) + 1)
         ]
 
-    def layout_label(self, zero_stage: int | None, offload: bool) -> str:
-        return f"ZeRO-{zero_stage or 0}" + ("+offload" if offload else "")
+    def layout_label(self, zero_stage: int | None, offload: bool, optimizer: str = "adamw") -> str:
+        label = f"ZeRO-{zero_stage or 0}" + ("+offload" if offload else "")
+        return label if optimizer == "adamw" else f"{label}, {OPTIMIZERS[optimizer][1]}"
 
-    def state_memory(self, arch, precision, adapter, zero_stage, offload, num_gpus) -> Memory:
-        """Weights, gradients and AdamW states per GPU (activations: see the plan)."""
+    def plan_optimizers(self, configured: str) -> tuple[str, ...]:
+        # the configured optimizer, and 8-bit AdamW beside AdamW: what its smaller states buy
+        return (configured,) if configured != "adamw" else ("adamw", "adamw_8bit")
+
+    def optimizer_step_bytes(self, optimizer: str) -> float:
+        # AdamW's ~30 bytes a parameter (cost.ADAM_BYTES_PER_PARAM) less what 8-bit moments save
+        from ftsweep.planning.cost import ADAM_BYTES_PER_PARAM
+
+        saved = OPTIMIZER_STEP_STATE_BYTES["adamw"] - OPTIMIZER_STEP_STATE_BYTES[optimizer]
+        return ADAM_BYTES_PER_PARAM - saved
+
+    def state_memory(
+        self, arch, precision, adapter, zero_stage, offload, num_gpus, optimizer="adamw"
+    ) -> Memory:
+        """Weights, gradients and optimizer states per GPU (activations: see the plan)."""
         p, n, w = arch.num_params, num_gpus, BYTES[precision]
         mixed = w < 4
         zero_stage = zero_stage or 0
+        # AdamW m + v: 8 bytes per parameter; bitsandbytes' 8-bit AdamW: ~2 (memory.py)
+        states = optimizer_state_bytes(arch, optimizer, flat=zero_stage > 0)
         if zero_stage == 0:
             # torch autocast, no DeepSpeed: fp32 weights (4) plus the 16-bit copies autocast keeps
             # for backward (2, mixed only); fp32 grads (4), and DDP's bucket copy of them on >1 GPU
@@ -111,7 +174,7 @@ class FullFineTuning(Method):
             return Memory(
                 weights=p * (4 + 2 * mixed) / GB,
                 grads=p * (4 + 4 * (n > 1)) / GB,
-                optimizer=p * 8 / GB,
+                optimizer=states / GB,
                 activations=0.0,
                 runtime=0.0,
                 grads_persist=False,
@@ -120,7 +183,7 @@ class FullFineTuning(Method):
         # in the training precision, fp32 grads for the step (4, mixed only), fp32 master weights
         # (4) and AdamW m + v (8). ZeRO-2 shards all but the params: bf16 = 2 + 18 / n bytes each.
         grad_bytes = w + 4 * mixed
-        state_bytes = 4 + 8
+        state_bytes = 4 + states / p
         if offload:
             # ZeRO-Offload: fp32 grads, master weights and AdamW states live in host memory; the
             # GPU keeps the 16-bit params (ZeRO-2) or only the layer in use (ZeRO-3, params too).

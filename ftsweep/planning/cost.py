@@ -12,7 +12,7 @@ import os
 
 from ftsweep.config import ArchitectureConfig, Config, ConfigError, HardwareConfig
 from ftsweep.config.compose import compose_group, group_options
-from ftsweep.planning.memory import BYTES
+from ftsweep.planning.memory import BYTES, linear_shapes
 
 # What a device holds besides the tensors counted here. CUDA: the context and cuBLAS workspaces
 # (which torch.cuda.max_memory_allocated does not count). CPU: the resident process, 0.69 GB at a
@@ -27,6 +27,14 @@ ADAM_BYTES_PER_PARAM = 30
 # with DeepSpeed's CPU Adam stepped in 2.4-3.1 s), with 16-bit tensors over PCIe 4.0 at ~16 GB/s.
 HOST_ADAM_PARAMS_PER_S = 0.5e9
 PCIE_BYTES_PER_S = 16e9
+# How fast the one-off decompositions of method.init run (`init_seconds`), in the FLOPs that
+# `init_flops` counts. CPU: a share of its peak, measured on this 2-core machine (one thread,
+# CPU time, SmolLM2-135M's 576x576, 1536x576 and 576x192 weights against a 1024^3 fp32 matrix
+# product on the same thread): LAPACK's SVD 0.84-0.93, its QR 0.50-0.65. GPU: an assumption,
+# not measured here: cuSOLVER's fp32 SVD of 4,096-wide matrices at ~1 TFLOP/s, which puts a
+# full-SVD PiSSA of a 7-8B model at minutes and pissa_niter_16 at seconds, as peft's docs say.
+CPU_DECOMPOSITION_SHARE = {"svd": 0.9, "qr": 0.6}
+GPU_DECOMPOSITION_FLOPS = 1e12
 
 
 # --- time ------------------------------------------------------------------------------------
@@ -74,9 +82,14 @@ def collective_seconds_per_step(bytes_per_device: float, hardware: HardwareConfi
     return bytes_per_device / (hardware.interconnect_gb_s * 1e9)
 
 
-def optimizer_seconds_per_step(trained_params_per_device: float, hardware: HardwareConfig) -> float:
-    # the states of the parameters this device updates, read and written once
-    return trained_params_per_device * ADAM_BYTES_PER_PARAM / (hardware.memory_bandwidth_gb_s * 1e9)
+def optimizer_seconds_per_step(
+    trained_params_per_device: float,
+    hardware: HardwareConfig,
+    bytes_per_param: float = ADAM_BYTES_PER_PARAM,
+) -> float:
+    # the states of the parameters this device updates, read and written once (8-bit AdamW's
+    # moments move a quarter of the bytes: `Method.optimizer_step_bytes`)
+    return trained_params_per_device * bytes_per_param / (hardware.memory_bandwidth_gb_s * 1e9)
 
 
 def offload_seconds_per_step(
@@ -90,6 +103,47 @@ def offload_seconds_per_step(
         # offloaded params come up from the host for forward and again for backward, every micro-batch
         seconds += micro_batches * 2 * w * share / PCIE_BYTES_PER_S
     return seconds
+
+
+def init_flops(arch: ArchitectureConfig, adapter) -> float:
+    """FLOPs of the decomposition method.init takes of every adapted weight at load (peft's
+    PiSSA and OLoRA); 0 for inits that only draw random numbers.
+
+    For one m x n weight (m >= n), as Golub and Van Loan count them: a thin SVD with both factors
+    (PiSSA) 14mn^2 + 8n^3; a randomised one with K subspace iterations (pissa_niter_K, torch's
+    svd_lowrank at rank r) a product with A or A^T per pass, 2 + 2K of them: 4mnr(K + 1); a
+    Householder QR with its Q formed (OLoRA) 4mn^2 - 4n^3/3. LoftQ takes a thin SVD of each
+    weight's quantisation error, as PiSSA does of the weight."""
+    init = adapter.init
+    fast = init.startswith("pissa_niter_")
+    if init not in ("pissa", "olora", "loftq") and not fast:
+        return 0.0
+    total = 0.0
+    for target in adapter.targets:
+        m, n = max(linear_shapes(arch)[target]), min(linear_shapes(arch)[target])
+        if init in ("pissa", "loftq"):
+            total += 14 * m * n**2 + 8 * n**3
+        elif fast:
+            total += 4 * m * n * adapter.r * (int(init.removeprefix("pissa_niter_")) + 1)
+        else:
+            total += 4 * m * n**2 - 4 * n**3 / 3
+    return arch.num_layers * total
+
+
+def init_seconds(arch: ArchitectureConfig, adapter, hardware: HardwareConfig) -> float:
+    """Seconds of method.init's decompositions at load (`init_flops`): the randomised SVD is
+    matrix products, at the device's mfu; a full SVD or a QR at CPU_DECOMPOSITION_SHARE of a
+    CPU's peak, or GPU_DECOMPOSITION_FLOPS on a GPU."""
+    flops = init_flops(arch, adapter)
+    if not flops:
+        return 0.0
+    peak = hardware.peak_tflops * 1e12
+    if adapter.init.startswith("pissa_niter_"):
+        return flops / (hardware.mfu * peak)
+    if hardware.device != "cpu":
+        return flops / GPU_DECOMPOSITION_FLOPS
+    kind = "qr" if adapter.init == "olora" else "svd"
+    return flops / (CPU_DECOMPOSITION_SHARE[kind] * peak)
 
 
 # --- dollars ---------------------------------------------------------------------------------

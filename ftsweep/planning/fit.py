@@ -99,6 +99,8 @@ def _ran_as(row: dict, option: PlanOption) -> bool:
             "zero_stage": row.get("zero_stage", 0),
             "offload": _flag(row.get("offload", False)),
             "num_gpus": row.get("num_gpus", row.get("num_workers", 1)),
+            # a run records its optimizer only where it is not AdamW (MethodKnobs.changed)
+            "optimizer": row.get("optimizer", "adamw"),
         }
         if any(str(value) != str(getattr(option, key)) for key, value in layout.items()):
             return False

@@ -18,12 +18,23 @@ BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)
 
 
+# Optimizer state bytes per trained parameter. AdamW: two fp32 moments, 4 + 4. bitsandbytes'
+# 8-bit AdamW (paged or not): two uint8 moments, 1 + 1, and an fp32 absmax per 256-value block
+# of each, 2 x 4 / 256: 2.03 bytes. It keeps 32-bit states for tensors under 4,096 values (norms:
+# too few to count) and, under the HF Trainer, for nn.Embedding weights (`EMBEDDING_32BIT`).
+OPTIMIZER_STATE_BYTES = {"adamw": 8.0, "adamw_8bit": 2 + 8 / 256, "paged_adamw_8bit": 2 + 8 / 256}
+# What each step reads and writes of those states, per parameter: the two moments.
+OPTIMIZER_STEP_STATE_BYTES = {"adamw": 16.0, "adamw_8bit": 4.0, "paged_adamw_8bit": 4.0}
+
+
 @dataclass(frozen=True)
 class Adapter:
     r: int
     targets: tuple[str, ...]  # module names
     dropout: float = 0.0
     label: str = ""  # as configured (a preset or names joined by commas), as MLflow records it
+    dora: bool = False  # DoRA: a trained magnitude per output feature of each target
+    init: str = "default"  # method.init: PiSSA's SVD and OLoRA's QR cost time at load
 
 
 @dataclass(frozen=True)
@@ -105,9 +116,37 @@ def largest_layer_params(arch: ArchitectureConfig) -> int:
 
 
 def adapter_params(arch: ArchitectureConfig, adapter: Adapter) -> int:
-    # layers x each target's A (r x in) and B (out x r)
+    # layers x each target's A (r x in) and B (out x r), and with DoRA its magnitude (out)
     shapes = linear_shapes(arch)
-    return arch.num_layers * sum(adapter.r * (shapes[t][0] + shapes[t][1]) for t in adapter.targets)
+    low_rank = sum(adapter.r * (shapes[t][0] + shapes[t][1]) for t in adapter.targets)
+    return arch.num_layers * low_rank + (
+        dora_magnitude_params(arch, adapter) if adapter.dora else 0
+    )
+
+
+def dora_magnitude_params(arch: ArchitectureConfig, adapter: Adapter) -> int:
+    # DoRA's lora_magnitude_vector: layers x each target's output features
+    shapes = linear_shapes(arch)
+    return arch.num_layers * sum(shapes[t][1] for t in adapter.targets)
+
+
+def embedding_params(arch: ArchitectureConfig) -> int:
+    # the input embedding (vocab x hidden); a tied head is the same tensor
+    return arch.vocab_size * arch.hidden_size
+
+
+def optimizer_state_bytes(arch: ArchitectureConfig, optimizer: str, flat: bool) -> float:
+    """Full fine-tuning's optimizer states for every parameter, in bytes.
+
+    The HF Trainer keeps an 8-bit optimizer's states for nn.Embedding weights in 32 bits (its
+    `register_module_override`, as bitsandbytes advises for embeddings). Under ZeRO (`flat`)
+    DeepSpeed hands the optimizer one flat fp32 partition, so every state is 8-bit: measured on
+    tiny-llama, 3,219,456 uint8 states under ZeRO-2 against 65,536 without it."""
+    per_param = OPTIMIZER_STATE_BYTES[optimizer]
+    if flat or optimizer == "adamw":
+        return arch.num_params * per_param
+    embedding = embedding_params(arch)
+    return (arch.num_params - embedding) * per_param + embedding * OPTIMIZER_STATE_BYTES["adamw"]
 
 
 # --- memory ----------------------------------------------------------------------------------
@@ -145,6 +184,10 @@ def activation_gb(
         per_layer += act_bytes * sum(
             adapter.r + (shapes[t][0] if adapter.dropout else 0) for t in adapter.targets
         )
+        if adapter.dora:
+            # DoRA's output, (m / |W + BA| - 1) x base + m / |W + BA| x lora x scale, keeps the
+            # base layer's output and the adapter's for the magnitude's gradient: 2 x out more
+            per_layer += act_bytes * sum(2 * shapes[t][1] for t in adapter.targets)
     # Logits, per vocab entry at the start of backward: the logits (compute dtype), the fp32
     # log-softmax the loss keeps, the fp32 gradients of its output and input, and (16-bit only)
     # that gradient cast back: 4 + 4 + 4 + 4 = 16 bytes in fp32, 2 + 4 + 4 + 4 + 2 = 16 in bf16.

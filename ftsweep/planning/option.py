@@ -33,6 +33,8 @@ class PlanOption:
     workload_tokens: int
     lora_r: int | None = None
     target_modules: str | None = None
+    optimizer: str | None = None  # method.optimizer of a method that has one (full fine-tuning)
+    est_setup_s: float = 0.0  # one-off seconds before the first step (PiSSA's SVD), in est_hours
     breakdown_gb: dict[str, float] = field(default_factory=dict)
     grads_persist: bool = True  # see memory.Memory: False means grads and activations overlap
     processes: int = 1  # Ray Train workers sharing one CPU machine's memory
@@ -41,7 +43,9 @@ class PlanOption:
 
     @property
     def layout(self) -> str:
-        return get_method(self.method).layout_label(self.zero_stage, self.offload)
+        return get_method(self.method).layout_label(
+            self.zero_stage, self.offload, self.optimizer or "adamw"
+        )
 
 
 def runs_per_dollar(cost: float) -> float | None:

@@ -91,7 +91,9 @@ def estimate(
     peak = memory.total * processes_per_device
     tokens_per_step, step_s = _step(s, hardware, spec, num_gpus, zero_stage, offload)
     tokens = s.workload.tokens(s.seq_len)
-    hours = tokens / tokens_per_step * step_s / 3600
+    # the method variant's one-off work before the first step (PiSSA's SVD), then the steps
+    setup_s = spec.setup_seconds(s.arch, s.adapter, hardware)
+    hours = (setup_s + tokens / tokens_per_step * step_s) / 3600
     dollars = cost_usd(num_gpus, hours, hardware.price_per_device_hour)
     return PlanOption(
         method=method,
@@ -114,6 +116,8 @@ def estimate(
         workload_tokens=tokens,
         lora_r=s.adapter.r if adapter else None,
         target_modules=s.adapter.label if adapter else None,
+        optimizer=None if adapter else s.optimizer,
+        est_setup_s=setup_s,
         breakdown_gb={k: round(v, 3) for k, v in asdict(memory).items() if k != "grads_persist"},
         grads_persist=memory.grads_persist,
         processes=processes_per_device,
@@ -131,7 +135,9 @@ def _memory(
     """One process's peak on one device: the method's states, the activations of its share of
     the batch (the global batch split over every data-parallel process), the runtime."""
     shards = processes if hardware.device != "cpu" else 1  # one CPU machine holds every copy
-    state = spec.state_memory(s.arch, s.precision, s.adapter, zero_stage, offload, shards)
+    state = spec.state_memory(
+        s.arch, s.precision, s.adapter, zero_stage, offload, shards, optimizer=s.optimizer
+    )
     adapter = s.adapter if spec.trains_adapter() else None
     tokens = per_device_batch(s.batch_size, processes) * s.seq_len
     activations = activation_gb(
@@ -155,7 +161,8 @@ def _step(
     trained = adapter_params(s.arch, s.adapter) if spec.trains_adapter() else s.arch.num_params
     flops = spec.flops_per_token(s.arch, context, trained if spec.trains_adapter() else 0)
     tokens = s.batch_size * context * s.grad_accum
-    seconds = tokens / compute_tokens_per_s(flops, hardware, spec.speed_factor, num_gpus)
+    speed = spec.speed_factor * spec.variant_speed(s.adapter)
+    seconds = tokens / compute_tokens_per_s(flops, hardware, speed, num_gpus)
     stage = zero_stage or 0
     seconds += collective_seconds_per_step(
         collective_bytes_per_step(
@@ -168,7 +175,9 @@ def _step(
     else:
         # ZeRO-1 and up shard the optimizer states: each device steps its share
         shards = num_gpus if stage >= 1 else 1
-        seconds += optimizer_seconds_per_step(trained / shards, hardware)
+        seconds += optimizer_seconds_per_step(
+            trained / shards, hardware, spec.optimizer_step_bytes(s.optimizer)
+        )
     return tokens, seconds
 
 
@@ -185,7 +194,8 @@ def plan(
     """Every method on every GPU layout, estimated; `measured` runs calibrate the estimates.
 
     Each method is tried on the layouts it plans (`Method.plan_layouts`: full fine-tuning each
-    ZeRO layout on 1..max_gpus GPUs, one process on CPU; LoRA and QLoRA one device).
+    ZeRO layout on 1..max_gpus GPUs, one process on CPU; LoRA and QLoRA one device), with each
+    optimizer it plans (`Method.plan_optimizers`: full fine-tuning's 8-bit AdamW beside AdamW).
     `hardware` names conf/hardware options (default: all).
     """
     methods = methods or method_names()
@@ -206,10 +216,15 @@ def plan(
         s = replace(base, precision=plan_precision(cfg, hw, precision))
         for method in methods:
             method_hw = with_measured_mfu(check, hw, method, s.model, s.precision)
-            for n, stage, offload in get_method(method).plan_layouts(hw.device == "cpu", max_gpus):
-                # only layouts the trainer accepts: the global batch split evenly over n GPUs
-                if splits_evenly(s.batch_size, n):
-                    options.append(estimate(s, method_hw, method, n, stage, offload))
+            spec = get_method(method)
+            for optimizer in spec.plan_optimizers(s.optimizer):
+                with_optimizer = replace(s, optimizer=optimizer)
+                for n, stage, offload in spec.plan_layouts(hw.device == "cpu", max_gpus, optimizer):
+                    # only layouts the trainer accepts: the global batch split evenly over n GPUs
+                    if splits_evenly(s.batch_size, n):
+                        options.append(
+                            estimate(with_optimizer, method_hw, method, n, stage, offload)
+                        )
     options = with_measured_memory(options, check)
     return calibrate(options, measured) if measured else mark_cheapest(options)
 

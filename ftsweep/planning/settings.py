@@ -44,6 +44,8 @@ class Settings:
     grad_accum: int
     workload: Workload
     adapter: Adapter
+    # method.optimizer where the method has one (full fine-tuning), else AdamW
+    optimizer: str = "adamw"
 
 
 def settings_for(cfg: Config, precision: str, workload: Workload) -> Settings:
@@ -64,6 +66,7 @@ def settings_for(cfg: Config, precision: str, workload: Workload) -> Settings:
         grad_accum=cfg.train.grad_accum,
         workload=workload,
         adapter=adapter_of(cfg),
+        optimizer=getattr(cfg.method, "optimizer", "adamw"),
     )
 
 
@@ -89,7 +92,12 @@ def adapter_of(cfg: Config) -> Adapter:
             f"(allowed: {', '.join(allowed)} or a preset: {', '.join(TARGET_PRESETS)})"
         )
     return Adapter(
-        r=knobs.lora_r, targets=tuple(names), dropout=knobs.lora_dropout, label=knobs.targets_label
+        r=knobs.lora_r,
+        targets=tuple(names),
+        dropout=knobs.lora_dropout,
+        label=knobs.targets_label,
+        dora=knobs.use_dora,
+        init=knobs.init,
     )
 
 

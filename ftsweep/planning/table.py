@@ -46,6 +46,9 @@ def format_plan_table(options: list[PlanOption]) -> str:
     unsharded = _one_device_unsharded(options)
     if unsharded:
         lines.append(f"One GPU, no sharding or offload: {unsharded}")
+    eight_bit = eight_bit_line(options)
+    if eight_bit:
+        lines.append(eight_bit)
     notes = sorted({f"{o.method}: {o.calibrated}" for o in options if o.calibrated})
     lines += [f"calibrated: {n}" for n in notes] or [
         "not calibrated: no measured runs at these settings"
@@ -54,14 +57,22 @@ def format_plan_table(options: list[PlanOption]) -> str:
 
 
 def _picks(options: list[PlanOption]) -> list[PlanOption]:
-    """Per method (in the registry's order) and device: the cheapest that fits, else the smallest."""
+    """Per method (in the registry's order), optimizer (full fine-tuning's AdamW, then 8-bit
+    AdamW) and device: the cheapest that fits, else the smallest."""
     picks = []
     for method in method_names():
-        for gpu in dict.fromkeys(o.gpu for o in options):
-            group = [o for o in options if o.method == method and o.gpu == gpu]
-            if group:
-                fitting = [o for o in group if o.fits]
-                picks.append(min(fitting, key=cost_key) if fitting else min(group, key=_memory_key))
+        optimizers = dict.fromkeys(o.optimizer for o in options if o.method == method)
+        for optimizer in optimizers:
+            for gpu in dict.fromkeys(o.gpu for o in options):
+                group = [
+                    o
+                    for o in options
+                    if o.method == method and o.optimizer == optimizer and o.gpu == gpu
+                ]
+                if group:
+                    fitting = [o for o in group if o.fits]
+                    best = min(fitting, key=cost_key) if fitting else min(group, key=_memory_key)
+                    picks.append(best)
     return picks
 
 
@@ -83,9 +94,18 @@ def _cells(o: PlanOption) -> list[str]:
 
 
 def _one_device_unsharded(options: list[PlanOption]) -> str:
-    """Each method's need on one GPU without ZeRO sharding or offload: the guide's comparison."""
+    """Each method's need on one GPU without ZeRO sharding or offload: the guide's comparison
+    (full fine-tuning with each optimizer the plan tried)."""
+    needs = _unsharded_needs(options)
+    return ", ".join(
+        f"{_method_text(o)} {o.est_peak_gb_per_gpu:.1f} GB ({o.precision})" for o in needs.values()
+    )
+
+
+def _unsharded_needs(options: list[PlanOption]) -> dict[tuple, PlanOption]:
+    """(method, optimizer) -> its option on one GPU, unsharded, not offloaded (bf16 first)."""
     kinds = device_kinds()
-    needs = {}
+    needs: dict[tuple, PlanOption] = {}
     # bf16 devices first: the guide's GPUs
     for o in sorted(options, key=lambda o: o.precision != "bf16"):
         if (
@@ -94,9 +114,41 @@ def _one_device_unsharded(options: list[PlanOption]) -> str:
             and not o.offload
             and o.zero_stage in (None, 0)
         ):
-            needs.setdefault(o.method, o)
-    return ", ".join(
-        f"{m} {o.est_peak_gb_per_gpu:.1f} GB ({o.precision})" for m, o in needs.items()
+            needs.setdefault((o.method, o.optimizer), o)
+    return needs
+
+
+def _method_text(o: PlanOption) -> str:
+    # the method, and its optimizer where it is not AdamW
+    return (
+        o.method if o.optimizer in (None, "adamw") else f"{o.method} ({o.layout.split(', ')[-1]})"
+    )
+
+
+def eight_bit_line(options: list[PlanOption]) -> str | None:
+    """Full fine-tuning with 8-bit optimizer states on one GPU of the most memory, unsharded:
+    whether it fits, with the plan's breakdown as the reason; None when the plan tried none."""
+    from ftsweep.planning.memory import Memory
+
+    kinds = device_kinds()
+    unsharded = [
+        o
+        for o in options
+        if o.optimizer not in (None, "adamw")
+        and kinds.get(o.gpu) == "cuda"
+        and o.num_gpus == 1
+        and not o.offload
+        and o.zero_stage == 0
+    ]
+    if not unsharded:
+        return None
+    # the most memory; among equals, bf16 and then the cheaper
+    o = max(unsharded, key=lambda o: (o.memory_gb, o.precision == "bf16", -o.est_cost_usd))
+    parts = Memory(**o.breakdown_gb, grads_persist=o.grads_persist).describe()
+    return (
+        f"Full fine-tuning with {o.layout.split(', ')[-1]} on one {o.memory_gb:g} GB GPU "
+        f"({o.gpu}, {o.precision}), no sharding: {o.est_peak_gb_per_gpu:.1f} GB = {parts}: "
+        + ("fits" if o.fits else f"does not fit in {o.memory_gb:g} GB")
     )
 
 

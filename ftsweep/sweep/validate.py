@@ -77,7 +77,9 @@ def _trial_row(cfg, trial: str, knobs: str) -> dict:
         t = cfg.train
         tokens = t.max_steps * t.batch_size * t.grad_accum * t.seq_len
         row["peak"] = option.est_peak_gb_per_gpu
-        row["cost"] = run_cost_usd(tokens / option.est_tokens_per_s, cfg.hardware)
+        # its steps, and the one-off work its variant does at load (PiSSA's SVD)
+        seconds = tokens / option.est_tokens_per_s + option.est_setup_s
+        row["cost"] = run_cost_usd(seconds, cfg.hardware)
     return row
 
 

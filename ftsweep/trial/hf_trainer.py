@@ -113,6 +113,8 @@ def training_arguments(
 
         load_deepspeed_ops()
         ds = with_precision(ds, cfg.train.precision)
+    # the method's optimizer where it names one (full fine-tuning's 8-bit AdamW)
+    optim = cfg.method.spec.trainer_optimizer_name(cfg.method)
     return TrainingArguments(
         output_dir=str(checkpoints) if checkpoints else output_dir,
         max_steps=cfg.train.max_steps,
@@ -147,4 +149,5 @@ def training_arguments(
         remove_unused_columns=False,
         dataloader_num_workers=0,
         disable_tqdm=not show_progress,
+        **({"optim": optim} if optim else {}),
     )

@@ -188,9 +188,12 @@ def _train(
         with compute_precision(cfg):
             before, quantization = losses_before_training(model, inputs.general_windows, base)
     counter = TrainedTokens(model)
+    args = training_arguments(cfg, str(workdir), show_progress and rank.records, checkpoints)
     trainer = trainer_class()(
         model=model,
-        args=training_arguments(cfg, str(workdir), show_progress and rank.records, checkpoints),
+        args=args,
+        # the method's own optimizer where it builds one (LoRA+), else the Trainer's
+        optimizers=(cfg.method.spec.build_optimizer(model, cfg.method, args), None),
         train_dataset=inputs.train_set,
         eval_dataset=inputs.eval_set,
         data_collator=PadCollator(inputs.tokenizer.pad_token_id),
@@ -206,7 +209,7 @@ def _train(
     result = trainer.train(resume_from_checkpoint=resume_from and str(resume_from))
     artifact_dir = workdir / "artifact"
     eval_loss = trainer.evaluate()["eval_loss"]
-    trainer.save_model(str(artifact_dir))
+    cfg.method.spec.save_trained(trainer, cfg.method, str(artifact_dir))
     own = {
         "tokens_trained": counter.tokens,
         "train_time_s": result.metrics["train_runtime"],
