@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ftsweep.config import ConfigError, HardwareConfig
 from ftsweep.config.sources import group_options
+from ftsweep.methods import all_methods, find_method
 from ftsweep.planning.cost import load_hardware
 from ftsweep.report.costs import (
     MethodCost,
@@ -76,6 +77,26 @@ KNOBS: dict[str, Callable[[RunRow], float | str | None]] = {
     "alpha_ratio": lambda r: round(r.alpha_ratio, 3) if r.alpha_ratio is not None else None,
     "targets": lambda r: r.targets,
 }
+
+
+def variant_knobs() -> list[str]:
+    """The knobs that choose a method's variant (DoRA, an init, LoRA+, 8-bit AdamW), as the
+    registered methods declare them."""
+    return list(dict.fromkeys(k for m in all_methods() for k in m.variant_knobs))
+
+
+def variant_value(key: str) -> Callable[[RunRow], str | None]:
+    """A variant knob as a run recorded it (MLflow text), its default where the run did not
+    record it (it was at the default: `MethodKnobs.changed`); None for a run whose method has
+    no such knob."""
+
+    def read(row: RunRow) -> str | None:
+        method = find_method(row.method)
+        if method is None or key not in method.variant_knobs:
+            return None
+        return row.params.get(key, str(method.knobs.model_fields[key].default))
+
+    return read
 
 
 def knob_effects(
@@ -222,7 +243,9 @@ class Analysis:
     projection_notes: list[str]
     price_warnings: list[str]
     today: dt.date
-    effects: dict[str, list[Effect]]  # knob name -> the best configuration per value, per method
+    # knob name (rank, learning_rate, ..., and each variant knob: use_dora, init, optimizer, ...)
+    # -> the best configuration per value, per method
+    effects: dict[str, list[Effect]]
     baseline: RunRow | None = None  # the untrained base model on the same inputs
     evidence: Evidence = field(default_factory=Evidence)
     inputs: InputsGroup | None = None  # the inputs these runs share
@@ -296,7 +319,10 @@ def analyse_rows(
         projection_notes=notes,
         price_warnings=price_warnings([*hardware.values(), *([target] if target else [])], today),
         today=today,
-        effects={name: knob_effects(groups, knob, evidence) for name, knob in KNOBS.items()},
+        effects={
+            name: knob_effects(groups, knob, evidence)
+            for name, knob in {**KNOBS, **{k: variant_value(k) for k in variant_knobs()}}.items()
+        },
         baseline=baselines[-1] if baselines else None,
         evidence=evidence,
         inputs=inputs,

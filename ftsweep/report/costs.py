@@ -124,7 +124,15 @@ def row_settings(row: RunRow, target: HardwareConfig):
         arch = ArchitectureConfig.model_validate(compose_group("model", model)["architecture"])
         targets = row.targets or "all-linear"
         names = TARGET_PRESETS.get(targets) or targets.split(",")
-        adapter = Adapter(row.lora_r or 1, tuple(names), 0.0, targets)
+        # the run's LoRA variant where it recorded one (DoRA's magnitudes, PiSSA's SVD)
+        adapter = Adapter(
+            row.lora_r or 1,
+            tuple(names),
+            0.0,
+            targets,
+            dora=row.params.get("use_dora") == "True",
+            init=row.params.get("init", "default"),
+        )
         precision = row.params.get("precision", "fp32")
         if target.device == "cuda":
             precision = "bf16" if target.bf16 else "fp16"
@@ -137,6 +145,7 @@ def row_settings(row: RunRow, target: HardwareConfig):
             grad_accum=int(row.params.get("grad_accum", 1)),
             workload=DEFAULT_WORKLOAD,
             adapter=adapter,
+            optimizer=row.params.get("optimizer", "adamw"),
         )
     except (ConfigError, KeyError, TypeError, ValueError):
         return None
@@ -176,7 +185,9 @@ def cheapest_layout(row: RunRow, target: HardwareConfig, measured: list[dict]):
     settings = row_settings(row, target)
     if settings is None:
         return None
-    layouts = get_method(row.method).plan_layouts(target.device == "cpu", MAX_GPUS)
+    layouts = get_method(row.method).plan_layouts(
+        target.device == "cpu", MAX_GPUS, settings.optimizer
+    )
     options = [
         estimate(settings, target, row.method, n, stage, offload)
         for n, stage, offload in layouts

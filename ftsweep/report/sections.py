@@ -35,6 +35,7 @@ from ftsweep.report.sections_quality import (
     versus_full,
 )
 from ftsweep.report.sections_runs import all_runs, left_out
+from ftsweep.report.sections_variants import variants
 from ftsweep.tracking.redact import redact_uri
 
 
@@ -310,6 +311,7 @@ def build_document(a: Analysis, figures: dict[str, str]) -> Document:
         cost_table(a, figures),
         spend_section(a),
         *knobs(a, figures),
+        *variants(a),
         all_runs(a),
         left_out(a),
     ]
