@@ -99,6 +99,27 @@ def variant_value(key: str) -> Callable[[RunRow], str | None]:
     return read
 
 
+def is_plain(row: RunRow) -> bool:
+    """Every variant knob of the run's method at its default: plain LoRA, AdamW."""
+    method = find_method(row.method)
+    return method is not None and all(
+        variant_value(k)(row) == str(method.knobs.model_fields[k].default)
+        for k in method.variant_knobs
+    )
+
+
+def variant_groups(groups: Iterable[ConfigGroup], key: str) -> list[ConfigGroup]:
+    """The configurations a variant knob's effect is read from: those that set it, and the
+    plain ones, so its default stands for the plain method and not for another variant."""
+    return [g for g in groups if is_plain(g.first) or not _at_default(g.first, key)]
+
+
+def _at_default(row: RunRow, key: str) -> bool:
+    method = find_method(row.method)
+    value = variant_value(key)(row)
+    return value is None or value == str(method.knobs.model_fields[key].default)
+
+
 def knob_effects(
     groups: Iterable[ConfigGroup],
     knob: Callable[[RunRow], float | str | None],
@@ -320,8 +341,11 @@ def analyse_rows(
         price_warnings=price_warnings([*hardware.values(), *([target] if target else [])], today),
         today=today,
         effects={
-            name: knob_effects(groups, knob, evidence)
-            for name, knob in {**KNOBS, **{k: variant_value(k) for k in variant_knobs()}}.items()
+            **{name: knob_effects(groups, knob, evidence) for name, knob in KNOBS.items()},
+            **{
+                key: knob_effects(variant_groups(groups, key), variant_value(key), evidence)
+                for key in variant_knobs()
+            },
         },
         baseline=baselines[-1] if baselines else None,
         evidence=evidence,

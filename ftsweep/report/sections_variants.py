@@ -11,6 +11,7 @@ import statistics
 from ftsweep.methods import find_method, method_label
 from ftsweep.report.analysis import Analysis, Effect, variant_knobs
 from ftsweep.report.costs import group_cost_usd
+from ftsweep.report.methods import report_order
 from ftsweep.report.render import (
     Bullets,
     Section,
@@ -46,11 +47,15 @@ def _plain(method: str, key: str) -> str:
     return str(find_method(method).knobs.model_fields[key].default)
 
 
-def _varied(effects: list[Effect]) -> list[Effect]:
-    """The effects of the methods that were tried at two values of the knob or more."""
+def _varied(effects: list[Effect], key: str) -> list[Effect]:
+    """The effects of the methods that were tried at two values of the knob or more, each
+    method's plain variant first."""
     methods = {e.method for e in effects}
     varied = {m for m in methods if len({e.value for e in effects if e.method == m}) > 1}
-    return [e for e in effects if e.method in varied]
+    return sorted(
+        (e for e in effects if e.method in varied),
+        key=lambda e: (report_order(e.method), e.value != _plain(e.method, key), str(e.value)),
+    )
 
 
 def _cost(a: Analysis, effect: Effect) -> float:
@@ -97,7 +102,7 @@ def _against_plain(a: Analysis, key: str, effects: list[Effect]) -> list[str]:
             d = a.evidence.difference(e.best, plain.best)
             cost, base = _cost(a, e), _cost(a, plain)
             cost_text = (
-                f"at {fmt_ratio(cost / base)} its cost per run"
+                f"at {fmt_ratio(cost / base)} the plain one's cost per run"
                 if base > 0 and math.isfinite(cost)
                 else "cost not comparable"
             )
@@ -109,7 +114,7 @@ def _against_plain(a: Analysis, key: str, effects: list[Effect]) -> list[str]:
 
 
 def _variant_section(a: Analysis, key: str) -> Section | None:
-    effects = _varied(a.effects.get(key, []))
+    effects = _varied(a.effects.get(key, []), key)
     if not effects:
         return None
     table = Table(
@@ -127,8 +132,9 @@ def _variant_section(a: Analysis, key: str) -> Section | None:
     )
     lead = (
         "Each value at its best configuration: its learning rate the best of the rates it was "
-        "tried at (a variant shifts the best rate, so each is compared at its own). Where the "
-        "interval of a difference includes 0 the two are not told apart."
+        "tried at (a variant shifts the best rate, so each is compared at its own). The plain "
+        "row is the method with every variant knob at its default. Where the interval of a "
+        "difference includes 0 the two are not told apart."
     )
     return Section(
         TITLES.get(key, f"Variant: method.{key}"),
