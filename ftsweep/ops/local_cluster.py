@@ -295,3 +295,362 @@ def base_env(token: Path, extra: dict[str, str] | None = None) -> dict[str, str]
     env = {k: os.environ[k] for k in ENV_KEEP if k in os.environ}
     env |= {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
     return env | (extra or {})
+
+
+# --- the whole cluster: services, nodes, a client --------------------------------------------
+
+BUCKET = "ftsweep"
+S3_ENV = {
+    # moto's server takes any credentials; a real store needs real ones, nowhere else but here
+    "AWS_ACCESS_KEY_ID": "ftsweep-test",
+    "AWS_SECRET_ACCESS_KEY": "ftsweep-test",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",  # no instance-metadata look-ups for credentials
+}
+_START_POSTGRES = """
+import sys
+from pathlib import Path
+from ftsweep.ops.postgres import LocalPostgres
+LocalPostgres(Path(sys.argv[1]), port=int(sys.argv[2])).start()
+"""
+_MAKE_BUCKET = """
+import os, sys
+from pyarrow import fs
+s3 = fs.S3FileSystem(endpoint_override=os.environ["AWS_ENDPOINT_URL"], allow_bucket_creation=True)
+s3.create_dir(sys.argv[1])
+"""
+
+
+def _python(*args: str) -> list[str]:
+    return [sys.executable, *args]
+
+
+def _wait_for_http(namespace: Namespace, url: str, env: dict, timeout_s: float = 120) -> None:
+    """Until `url` answers from inside `namespace` (any HTTP status)."""
+    probe = (
+        "import sys, urllib.request, urllib.error\n"
+        "try:\n    urllib.request.urlopen(sys.argv[1], timeout=5)\n"
+        "except urllib.error.HTTPError:\n    pass\n"
+    )
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = subprocess.run(
+            namespace.wrap(_python("-c", probe, url)), env=env, capture_output=True, text=True
+        )
+        if result.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            raise ClusterError(
+                f"{url} did not answer within {timeout_s:g} s: {result.stderr[-500:]}"
+            )
+        time.sleep(0.5)
+
+
+class LocalCluster:
+    """A Ray head and worker nodes, an MLflow tracking server over PostgreSQL and an S3 server,
+    all on this machine (see the module's docstring); the sweep's client runs beside the head,
+    as on a cluster's head node, and reaches the cluster through RAY_ADDRESS.
+
+    Trial state that must outlive a node goes to the S3 server (`storage_uri`); every node and
+    the client log to the tracking server (`tracking_uri`). `stop` ends everything it started.
+    """
+
+    def __init__(self, root: Path, workers: int = 2, worker_cpus: int = 1, head_cpus: int = 0):
+        self.root = Path(root)
+        self.worker_cpus = worker_cpus
+        self.head_cpus = head_cpus
+        self.initial_workers = workers
+        self.isolated = namespaces_available()
+        self.network: Network | None = None
+        self.nodes: list[RayNode] = []
+        self.processes: dict[str, subprocess.Popen] = {}  # services, by name
+        self.postgres_dir: Path | None = None
+        self.s3_port = RAY_PORT  # set in start
+        self.tracking_port = 5000
+
+    # where things are ----------------------------------------------------------------------
+
+    @property
+    def hub(self) -> Namespace:
+        return self.network.hub if self.network else Namespace(None)
+
+    @property
+    def head(self) -> RayNode:
+        return self.nodes[0]
+
+    @property
+    def workers(self) -> list[RayNode]:
+        return self.nodes[1:]
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"http://{self.hub.address}:{self.tracking_port}"
+
+    @property
+    def s3_endpoint(self) -> str:
+        return f"http://{self.hub.address}:{self.s3_port}"
+
+    @property
+    def storage_uri(self) -> str:
+        return f"s3://{BUCKET}/sweeps"
+
+    def node_at(self, address: str) -> RayNode | None:
+        """The node a run's `ftsweep.node` tag (IP/NODE) names, by its address."""
+        ip = address.split("/", 1)[0]
+        return next((n for n in self.nodes if n.namespace.address == ip), None)
+
+    def _env(self, **extra: str) -> dict[str, str]:
+        """What every process of the cluster runs with: Ray's token, the S3 endpoint and
+        credentials, ftsweep's checkpoint key (the same on every node), DeepSpeed on CPU."""
+        return base_env(
+            self.root / "ray-token",
+            S3_ENV
+            | {
+                "AWS_ENDPOINT_URL": self.s3_endpoint,  # read by pyarrow and boto3
+                "MLFLOW_S3_ENDPOINT_URL": self.s3_endpoint,  # read by MLflow's S3 store
+                "FTSWEEP_SECRET_KEY": (self.root / "secret").read_text(),
+                "DS_ACCELERATOR": "cpu",
+                "RAY_worker_niceness": "0",
+                # A lost node is declared dead after 3 missed health checks 2 s apart (Ray's
+                # default waits about 30 s); a live one answers within 5 s even on a busy machine.
+                "RAY_health_check_period_ms": "2000",
+                "RAY_health_check_timeout_ms": "5000",
+                "RAY_health_check_failure_threshold": "3",
+                **extra,
+            },
+        )
+
+    def client_env(self) -> dict[str, str]:
+        """The environment of a client that runs sweeps against the cluster."""
+        return self._env(RAY_ADDRESS=self.head.address, TMPDIR=str(self.root / "client"))
+
+    def client_command(self, args: list[str]) -> list[str]:
+        """`args` run as a client: beside the head (a Ray driver needs a node of the cluster
+        on its machine, here the head's namespace)."""
+        return self.head.namespace.wrap(args)
+
+    # starting and stopping ------------------------------------------------------------------
+
+    def start(self) -> LocalCluster:
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (self.root / "client").mkdir(mode=0o700, exist_ok=True)
+        make_token(self.root / "ray-token")
+        (self.root / "secret").write_text(secrets.token_hex(32))
+        (self.root / "secret").chmod(0o600)
+        try:
+            if self.isolated:
+                self.network = Network(f"ftsw{os.getpid()}")
+            else:
+                self.s3_port, self.tracking_port = free_port(), free_port()
+            self._start_object_store()
+            self._start_tracking_server()
+            self.add_node("head", cpus=self.head_cpus)
+            for _ in range(self.initial_workers):
+                self.add_node()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def add_node(self, name: str | None = None, cpus: int | None = None) -> RayNode:
+        """A new Ray node with a namespace and a scratch folder of its own (a worker unless it
+        is the first), started and registered with the head."""
+        name = name or f"w{len(self.nodes)}"
+        namespace = self.network.add(name) if self.network else Namespace(None)
+        head = self.nodes[0].address if self.nodes else None
+        port = RAY_PORT if self.network or head else free_port()
+        node = RayNode(
+            name,
+            self.root / name,
+            namespace,
+            self._env(),
+            num_cpus=self.worker_cpus if cpus is None else cpus,
+            head_address=head,
+            port=port,
+        )
+        self.nodes.append(node)
+        node.start().wait_started()
+        return node
+
+    def _start_object_store(self) -> None:
+        log = open(self.root / "s3.log", "ab")
+        with log:
+            self.processes["s3"] = subprocess.Popen(
+                self.hub.wrap(
+                    _python("-m", "moto.server", "-H", self.hub.address, "-p", str(self.s3_port))
+                ),
+                env=self._env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        _wait_for_http(self.hub, self.s3_endpoint, self._env())
+        subprocess.run(
+            self.hub.wrap(_python("-c", _MAKE_BUCKET, BUCKET)), env=self._env(), check=True
+        )
+
+    def _start_tracking_server(self) -> None:
+        import tempfile
+
+        from ftsweep.ops.postgres import LocalPostgres
+
+        # Its own folder under /tmp: run as root, PostgreSQL runs as `postgres`, who must enter it.
+        self.postgres_dir = Path(tempfile.mkdtemp(prefix="ftsw-pg-"))
+        self.postgres_dir.chmod(0o755)
+        pg_port = 5433 if self.network else free_port()
+        subprocess.run(
+            self.hub.wrap(
+                _python("-c", _START_POSTGRES, str(self.postgres_dir / "pg"), str(pg_port))
+            ),
+            env=self._env(),
+            check=True,
+            capture_output=True,
+        )
+        self._postgres = LocalPostgres(self.postgres_dir / "pg", port=pg_port)
+        self.start_tracking_server()
+
+    def start_tracking_server(self) -> None:
+        """`python -m ftsweep.ops.server` in the hub, artifacts in the object store."""
+        from ftsweep.ops.postgres import ServerError
+        from ftsweep.ops.service import check_user_can_serve, service_user
+
+        cmd = _python(
+            "-m",
+            "ftsweep.ops.server",
+            "--host",
+            self.hub.address,
+            "--port",
+            str(self.tracking_port),
+            "--artifacts",
+            f"s3://{BUCKET}/mlartifacts",
+            "--workers",
+            "2",
+        )
+        try:
+            check_user_can_serve(service_user(), [])
+        except ServerError:
+            cmd.append("--allow-root")  # this Python is where the service user cannot run it
+        env = self._env(FTSWEEP_BACKEND_STORE_URI=self._postgres.uri)
+        log = open(self.root / "tracking-server.log", "ab")
+        with log:
+            self.processes["tracking"] = subprocess.Popen(
+                self.hub.wrap(cmd),
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd="/",
+            )
+        _wait_for_http(self.hub, f"{self.tracking_uri}/health", self._env())
+
+    def kill_tracking_server(self) -> None:
+        """SIGKILL the tracking server and its workers (its database stays up): a crash."""
+        process = self.processes.pop("tracking")
+        for pid in [process.pid, *_descendants(process.pid)]:
+            _kill(pid, signal.SIGKILL)
+        process.wait()
+
+    def stop(self) -> None:
+        for node in reversed(self.nodes):
+            node.stop()
+        for process in self.processes.values():
+            end_process_group(process, grace_s=5)
+        if getattr(self, "_postgres", None) is not None:
+            try:
+                self._postgres.stop()
+            except Exception:
+                pass  # the namespace's end below stops what is left
+        if self.network is not None:
+            self.network.delete()
+        if self.postgres_dir is not None:
+            shutil.rmtree(self.postgres_dir, ignore_errors=True)
+
+
+# --- looking at the cluster from inside ----------------------------------------------------
+
+
+class Probe:
+    """A process beside the head that answers questions about the sweep's record and the object
+    store (its addresses are reachable only from inside the cluster's namespaces).
+
+    Each question is one JSON line on its stdin, each answer one JSON line on its stdout:
+    `{"runs": EXPERIMENT}` -> every run (status, tags, metrics, the steps of train_loss);
+    `{"ls": URI}` -> the paths of every file under URI.
+    """
+
+    def __init__(self, cluster: LocalCluster):
+        self.process = subprocess.Popen(
+            cluster.client_command(_python("-m", "ftsweep.ops.local_cluster", "probe")),
+            env=cluster.client_env() | {"FTSWEEP_TRACKING_URI": cluster.tracking_uri},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+
+    def ask(self, question: dict):
+        import json
+
+        self.process.stdin.write(json.dumps(question) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise ClusterError("the probe exited")
+        answer = json.loads(line)
+        if "error" in answer:
+            raise ClusterError(answer["error"])
+        return answer["answer"]
+
+    def runs(self, experiment: str) -> list[dict]:
+        return self.ask({"runs": experiment})
+
+    def ls(self, uri: str) -> list[str]:
+        return self.ask({"ls": uri})
+
+    def close(self) -> None:
+        end_process_group(self.process, grace_s=2)
+
+
+def _answer(question: dict, client):
+    from pyarrow import fs
+
+    from ftsweep.tracking.queries import experiment_runs
+
+    if "runs" in question:
+        runs = []
+        for run in experiment_runs(client, question["runs"]):
+            history = client.get_metric_history(run.info.run_id, "train_loss")
+            runs.append(
+                {
+                    "run_id": run.info.run_id,
+                    "name": run.info.run_name,
+                    "status": run.info.status,
+                    "tags": run.data.tags,
+                    "metrics": run.data.metrics,
+                    "train_loss_steps": sorted(m.step for m in history),
+                }
+            )
+        return runs
+    store, root = fs.FileSystem.from_uri(question["ls"])
+    selector = fs.FileSelector(root, recursive=True, allow_not_found=True)
+    return sorted(i.path for i in store.get_file_info(selector) if i.type == fs.FileType.File)
+
+
+def _probe_main() -> int:
+    import json
+
+    from ftsweep.tracking.store import get_client
+
+    client = get_client(os.environ["FTSWEEP_TRACKING_URI"])
+    for line in sys.stdin:
+        try:
+            reply = {"answer": _answer(json.loads(line), client)}
+        except Exception as exc:
+            reply = {"error": f"{type(exc).__name__}: {exc}"}
+        print(json.dumps(reply), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["probe"]:
+        sys.exit(_probe_main())

@@ -7,7 +7,7 @@
 Trials on workers log to it with `tracking.uri=http://HOST:PORT` (credentials, with --auth, in
 MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD). What it runs is
 
-    mlflow server --artifacts-destination DIR --host 127.0.0.1 --port 5000 \\
+    mlflow server --artifacts-destination DIR-OR-URI --host 127.0.0.1 --port 5000 \\
         --allowed-hosts 127.0.0.1:5000,localhost:5000,[::1]:5000 [--app-name basic-auth]
 
 with the backend URI passed in the environment (`MLFLOW_BACKEND_STORE_URI`), not on the command
@@ -69,6 +69,11 @@ def _mlflow_command() -> list[str]:
     return [sys.executable, "-m", "mlflow"]
 
 
+def is_uri(location: Path | str) -> bool:
+    """Whether an artifact location is a URI (`s3://...`) rather than a folder."""
+    return "://" in str(location)
+
+
 def _probe_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
 
@@ -124,7 +129,7 @@ def _open_log(log_file: Path) -> int:
 
 def start_tracking_server(
     backend_store_uri: str,
-    artifacts_dir: Path,
+    artifacts_dir: Path | str,
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
     workers: int | None = None,
@@ -141,11 +146,18 @@ def start_tracking_server(
     `allowed_hosts_for`. With `auth_dir`, MLflow's basic-auth app guards it
     (`prepare_basic_auth`). Under root it runs as `service_user`. The backend URI travels in
     the environment, not in argv. Stop it with `stop_tracking_server`.
+
+    `artifacts_dir` is a folder, or an object store's URI (`s3://bucket/prefix`: MLflow reaches it
+    with boto3, credentials and endpoint from the environment, e.g. AWS_ACCESS_KEY_ID,
+    MLFLOW_S3_ENDPOINT_URL). Clients upload through the server either way.
     """
     entry = service_user(run_as, allow_root)
     if auth_dir is not None:
         check_auth_ready(auth_dir)
-    artifacts_dir = own_folder(Path(artifacts_dir).resolve(), entry)
+    served: list[Path] = []  # folders the server writes to, handed to the service user
+    if not is_uri(artifacts_dir):
+        artifacts_dir = own_folder(Path(artifacts_dir).resolve(), entry)
+        served.append(artifacts_dir)
     cmd = [
         *_mlflow_command(),
         "server",
@@ -166,7 +178,7 @@ def start_tracking_server(
         cmd += ["--app-name", AUTH_APP]
     # MLflow's background job runners (GenAI scorers, six processes) serve nothing a sweep uses.
     env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
-    check_user_can_serve(entry, [artifacts_dir] + ([Path(auth_dir).resolve()] if auth_dir else []))
+    check_user_can_serve(entry, served + ([Path(auth_dir).resolve()] if auth_dir else []))
     # Its output goes to log_file, or to this process's own output when there is none.
     out = _open_log(Path(log_file)) if log_file else None
     try:
@@ -176,7 +188,7 @@ def start_tracking_server(
             stdout=out,
             stderr=subprocess.STDOUT if out is not None else None,
             start_new_session=True,
-            cwd=str(artifacts_dir) if entry is not None else None,
+            cwd=(str(served[0]) if served else "/") if entry is not None else None,
             **as_user(entry),
         )
     finally:
@@ -222,7 +234,11 @@ def _parser() -> argparse.ArgumentParser:
         "and list the names clients use in --allowed-hosts)",
     )
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
-    parser.add_argument("--artifacts", type=Path, default=Path("results/mlartifacts"))
+    parser.add_argument(
+        "--artifacts",
+        default="results/mlartifacts",
+        help="where artifacts are stored: a folder, or s3://bucket/prefix (default %(default)s)",
+    )
     parser.add_argument(
         "--backend-store-uri",
         default=os.environ.get("FTSWEEP_BACKEND_STORE_URI"),
@@ -297,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     url = server_url(args.host, args.port)
     print(f"MLflow tracking server on {url}")
     print(f"  backend store: {redact_uri(backend)}")
-    print(f"  artifacts: {Path(args.artifacts).resolve()}")
+    artifacts = args.artifacts if is_uri(args.artifacts) else Path(args.artifacts).resolve()
+    print(f"  artifacts: {artifacts}")
     print(f"  accepts Host: {allowed_hosts_for(args.host, args.port, args.allowed_hosts)}")
     print(f"  trials log to it with: tracking.uri={url}")
     if args.auth:
