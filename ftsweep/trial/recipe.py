@@ -182,13 +182,20 @@ def _train(
             base = unquantised_base_losses(cfg, inputs.model_path, inputs.general_windows)
     model = build_model(cfg, inputs.model_path)
     trainable, _total = count_parameters(model)
+    args = training_arguments(cfg, str(workdir), show_progress and rank.records, checkpoints)
+    # Forgetting compares these losses with ones measured after training on the training
+    # device under its autocast: measure them there too, not on the CPU the model loaded on
+    # (a quantised base is already there; ZeRO-3's "after" runs on a gathered CPU copy).
+    if args.device.type == "cuda" and not (
+        cfg.method.spec.quantized or cfg.method.spec.needs_gathered_weights(cfg.method)
+    ):
+        model.to(args.device)
     # Measured before the Trainer starts DeepSpeed, while every rank still holds whole weights.
     before, quantization = None, {}
     if rank.records:
         with compute_precision(cfg):
             before, quantization = losses_before_training(model, inputs.general_windows, base)
     counter = TrainedTokens(model)
-    args = training_arguments(cfg, str(workdir), show_progress and rank.records, checkpoints)
     trainer = trainer_class()(
         model=model,
         args=args,
