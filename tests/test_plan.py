@@ -465,3 +465,46 @@ def test_a_trial_on_a_shared_cpu_machine_pays_for_its_share_of_the_cores(monkeyp
     hour = whole.hardware.price_per_device_hour
     assert trial_cost_usd(whole, 3600) == pytest.approx(hour)
     assert trial_cost_usd(half, 3600) == pytest.approx(hour / 2)  # two concurrent trials
+
+
+# --- a share of one GPU per trial -------------------------------------------------------------
+
+
+def test_a_share_of_one_gpu_is_planned_with_its_share_of_memory_and_price():
+    from ftsweep.planning.cost import trial_cost_usd
+
+    lora = ["model=llama-2-7b", "method=lora", "hardware=a100-80gb", "train.precision=bf16"]
+    whole = compose(lora)
+    half = compose([*lora, "hardware.devices_per_trial=0.5"])
+    quarter = compose([*lora, "hardware.devices_per_trial=0.25"])
+    need = estimate_trial(whole).est_peak_gb_per_gpu
+    # LoRA of 7B needs ~22 GB: half of an 80 GB GPU holds it, a quarter does not
+    assert 20 < need < 40
+    assert check_fits(half) is None
+    message = check_fits(quarter)
+    assert message is not None and "devices_per_trial=0.25" in message and "20 GB" in message
+    # two trials on one GPU each pay half of it, and each computes at half its rate
+    assert trial_cost_usd(half, 3600) == pytest.approx(trial_cost_usd(whole, 3600) / 2)
+    assert estimate_trial(half).est_cost_usd == pytest.approx(estimate_trial(whole).est_cost_usd)
+    assert estimate_trial(half).est_hours == pytest.approx(2 * estimate_trial(whole).est_hours)
+
+
+def test_a_gpu_share_asks_ray_for_that_fraction():
+    from ftsweep.sweep.resources import trial_resources
+
+    cfg = compose(["hardware=a100-80gb", "hardware.devices_per_trial=0.5"])
+    assert trial_resources(cfg, node_cpus=8)["gpu"] == 0.5
+    assert trial_resources(compose(["hardware=a100-80gb"]), node_cpus=8)["gpu"] == 1
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["hardware=a100-80gb", "hardware.devices_per_trial=1.5"], "whole devices"),
+        (["hardware=a100-80gb", "hardware.devices_per_trial=0"], "devices_per_trial"),
+        (["hardware.devices_per_trial=0.5"], "a CPU machine is one device"),
+    ],
+)
+def test_devices_per_trial_is_whole_devices_or_a_share_of_one_gpu(overrides, expected):
+    with pytest.raises(ConfigError, match=expected):
+        compose(overrides)

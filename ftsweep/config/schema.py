@@ -106,8 +106,10 @@ class HardwareConfig(_Strict):
     price_date: str
     memory_gb: Annotated[float, Field(gt=0)]
     peak_tflops: Annotated[float, Field(gt=0)]
-    # Devices one trial occupies: CPU machines count as one device.
-    devices_per_trial: Annotated[int, Field(ge=1)] = 1
+    # Devices one trial occupies: CPU machines count as one device. On a GPU, a fraction below 1
+    # shares one device between trials (Ray's fractional GPUs): each is priced at its share and
+    # planned with that share of the device's memory and compute.
+    devices_per_trial: Annotated[float, Field(gt=0)] = 1
     # Whether the device computes in bf16; those that do not (T4) train in fp16 mixed precision.
     bf16: bool = True
     # Share of peak_tflops a fine-tuning step reaches (model FLOPs utilisation); the plan's hours
@@ -124,6 +126,24 @@ class HardwareConfig(_Strict):
     # How long, on average, a trial's machine runs before it is lost (a crash, a preemption):
     # what train.checkpoint_every=auto weighs a save against.
     mtbf_hours: Annotated[float, Field(gt=0)] = 24.0
+
+    @field_validator("devices_per_trial")
+    @classmethod
+    def _whole_or_a_share(cls, value: float) -> float:
+        if value > 1 and value != int(value):
+            raise ValueError(
+                "above 1 it counts whole devices (2, 4, ...); below 1 it is a share of one"
+            )
+        return int(value) if value >= 1 else value
+
+    @model_validator(mode="after")
+    def _shares_only_gpus(self):
+        if self.device == "cpu" and self.devices_per_trial != 1:
+            raise ValueError(
+                f"devices_per_trial={self.devices_per_trial:g} on device cpu: a CPU machine is one "
+                "device (a trial's share of its cores is sweep.cpus_per_trial)"
+            )
+        return self
 
 
 class TrainConfig(_Strict):

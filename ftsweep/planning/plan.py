@@ -61,6 +61,7 @@ __all__ = [
     "Workload",
     "adapter_of",
     "check_fits",
+    "share_of_device",
     "estimate",
     "estimate_trial",
     "format_plan_table",
@@ -255,6 +256,7 @@ def estimate_trial(cfg: Config, measured: list[dict] | None = None) -> PlanOptio
     workers = m.group_size
     on_cpu = hw.device == "cpu"
     check = read_gpu_check(cfg.results_path)
+    hw = share_of_device(hw)
     option = estimate(
         settings,
         with_measured_mfu(check, hw, m.name, settings.model, settings.precision),
@@ -268,6 +270,23 @@ def estimate_trial(cfg: Config, measured: list[dict] | None = None) -> PlanOptio
     )
     (option,) = with_measured_memory([option], check)
     return calibrate([option], measured)[0] if measured else option
+
+
+def share_of_device(hw: HardwareConfig) -> HardwareConfig:
+    """The device a trial holds: a trial given a share of one GPU (devices_per_trial < 1)
+    holds that share of its memory, its compute and its price, so the plan checks it against
+    what it can use while the others run beside it."""
+    share = hw.devices_per_trial
+    if share >= 1:
+        return hw
+    return hw.model_copy(
+        update={
+            "memory_gb": hw.memory_gb * share,
+            "peak_tflops": hw.peak_tflops * share,
+            "price_per_device_hour": hw.price_per_device_hour * share,
+            "memory_bandwidth_gb_s": hw.memory_bandwidth_gb_s * share,
+        }
+    )
 
 
 def check_fits(cfg: Config, measured: list[dict] | None = None) -> str | None:
@@ -288,10 +307,16 @@ def check_fits(cfg: Config, measured: list[dict] | None = None) -> str | None:
         f"plan: {_label(option, on_cpu)} of {cfg.model.name} needs ~{option.est_peak_gb_per_gpu:.1f} "
         f"GB per {'machine' if on_cpu else 'GPU'}: {detail}, at batch {cfg.train.batch_size} x "
         f"{cfg.train.seq_len} tokens in {cfg.train.precision}; hardware={hw.name} has "
-        f"{hw.memory_gb:g} GB. To fit: {'; '.join(remedies)}; or pick bigger "
+        f"{_memory_held(hw)}. To fit: {'; '.join(remedies)}; or pick bigger "
         f"hardware (`ftsweep plan model={cfg.model.name}` lists what fits). sweep.force=true "
         "launches it anyway"
     )
+
+
+def _memory_held(hw: HardwareConfig) -> str:
+    if hw.devices_per_trial < 1:
+        return f"{hw.memory_gb:g} GB, of which a trial's share (devices_per_trial={hw.devices_per_trial:g}) is {hw.memory_gb * hw.devices_per_trial:g} GB"
+    return f"{hw.memory_gb:g} GB"
 
 
 def _label(option: PlanOption, on_cpu: bool) -> str:
