@@ -24,6 +24,7 @@ from ftsweep.ops.local_cluster import LocalCluster, Probe, namespaces_available
 from ftsweep.ops.postgres import postgres_bin_dir
 from ftsweep.sweep.space import expand
 from ftsweep.tracking.record import (
+    METRICS,
     TAG_ERROR,
     TAG_FAILURES,
     TAG_NODE,
@@ -31,6 +32,7 @@ from ftsweep.tracking.record import (
     TAG_RESUMED_FROM,
     TAG_STOP_REASON,
     TAG_TRIAL_ID,
+    TAG_WORKER_NODES,
 )
 
 pytestmark = [
@@ -203,3 +205,44 @@ def test_smoke_sweep_on_two_nodes_survives_a_tracking_restart_and_a_lost_node(cl
         f"{len({r['tags'][TAG_NODE] for r in runs})} nodes; train_loss steps "
         f"{sum(len(r['train_loss_steps']) for r in runs)} found of {len(runs) * STEPS} expected"
     )
+
+
+GROUP_STEPS = 12
+GROUP_SWEEP = [
+    "sweep=zero3_workers",
+    # the two-worker ZeRO-3 trial alone; its workers need a CPU each: one per node
+    "sweep.space=[{method:full,params:{learning_rate:1.0e-4,zero_stage:3,num_workers:2}}]",
+    "sweep.baseline=false",
+    "sweep.max_failures=1",
+    f"train.max_steps={GROUP_STEPS}",
+    "train.checkpoint_every=4",
+    "train.log_every=1",
+]
+
+
+def test_zero3_group_across_two_nodes_resumes_after_the_driver_is_killed(cluster):
+    cluster, probe = cluster
+    sweep = Sweep(cluster, GROUP_SWEEP)
+    # Past step 6: the checkpoint of step 4 is in the object store, each node's shards in it.
+    (victim,) = wait_for(
+        probe, "zero3_workers", sweep, "the group past its checkpoint", lambda r: running(r, 6)
+    )
+    sweep.kill()
+    shutil.rmtree(sweep.results)  # the client's own folder: nothing the sweep needs is there
+    sweep.start()  # the same command again, from the client
+    output = sweep.wait(600)
+    assert "resuming sweep state from s3://" in output
+
+    (run,) = probe.runs("zero3_workers")
+    tags, metrics = run["tags"], run["metrics"]
+    assert (run["status"], tags[TAG_STOP_REASON]) == ("FINISHED", "completed"), tags.get(TAG_ERROR)
+    assert run["run_id"] == victim["run_id"]  # the trial's own run, reopened
+    assert tags[TAG_FAILURES] == "1" and int(tags[TAG_RESUMED_FROM]) >= 4
+    assert run["train_loss_steps"] == list(range(1, GROUP_STEPS + 1))
+    # Its two workers ran on two nodes, and it recorded what a one-node group records.
+    workers = tags[TAG_WORKER_NODES].split(",")
+    assert len(workers) == 2 and len({cluster.node_at(w).name for w in workers}) == 2
+    assert metrics["num_workers"] == 2 and metrics["devices"] == 2
+    assert [key for key in METRICS if key not in metrics] == []
+    assert not [p for p in probe.ls(cluster.storage_uri) if "/checkpoints/" in p]
+    print(f"zero3: workers on {workers}, resumed from step {tags[TAG_RESUMED_FROM]} of the store")

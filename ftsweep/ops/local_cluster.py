@@ -365,7 +365,7 @@ class LocalCluster:
         self.nodes: list[RayNode] = []
         self.processes: dict[str, subprocess.Popen] = {}  # services, by name
         self.postgres_dir: Path | None = None
-        self.s3_port = RAY_PORT  # set in start
+        self.s3_port = 9000  # in the hub; free ports instead where there are no namespaces
         self.tracking_port = 5000
 
     # where things are ----------------------------------------------------------------------
@@ -420,6 +420,11 @@ class LocalCluster:
             },
         )
 
+    def _node_env(self) -> dict[str, str]:
+        # gloo (a worker group's collectives on CPU) binds to the address of the host name,
+        # which is the machine's own outside a namespace: name the namespace's interface.
+        return self._env(**({"GLOO_SOCKET_IFNAME": "eth0"} if self.network else {}))
+
     def client_env(self) -> dict[str, str]:
         """The environment of a client that runs sweeps against the cluster."""
         return self._env(RAY_ADDRESS=self.head.address, TMPDIR=str(self.root / "client"))
@@ -463,7 +468,7 @@ class LocalCluster:
             name,
             self.root / name,
             namespace,
-            self._env(),
+            self._node_env(),
             num_cpus=self.worker_cpus if cpus is None else cpus,
             head_address=head,
             port=port,
@@ -651,6 +656,67 @@ def _probe_main() -> int:
     return 0
 
 
+# --- make cluster-demo ------------------------------------------------------------------------
+
+
+def demo(overrides: list[str], workers: int = 2) -> int:
+    """Start a cluster, run a sweep on it from a client (`ftsweep sweep OVERRIDES` with
+    RAY_ADDRESS, the tracking server and `storage=s3://...`), show where each trial ran, stop."""
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="ftsw-demo-", dir="/tmp"))
+    cluster = LocalCluster(root, workers=workers)
+    try:
+        print(f"starting: a Ray head and {workers} worker nodes, PostgreSQL, MLflow, S3 ...")
+        cluster.start()
+        for node in cluster.nodes:
+            where = node.namespace.name or "this machine's network"
+            print(
+                f"  {node.name}: {node.address if node is cluster.head else node.namespace.address}"
+                f" ({node.num_cpus} CPU, {where}, scratch {node.scratch})"
+            )
+        print(f"  tracking server: {cluster.tracking_uri} (PostgreSQL, artifacts in S3)")
+        print(f"  object store: {cluster.s3_endpoint}, storage={cluster.storage_uri}")
+        args = [
+            *overrides,
+            f"results_dir={root / 'client' / 'results'}",
+            f"tracking.uri={cluster.tracking_uri}",
+            f"storage={cluster.storage_uri}",
+        ]
+        print(f"client: RAY_ADDRESS={cluster.head.address} ftsweep sweep {' '.join(args)}")
+        sweep = subprocess.run(
+            cluster.client_command(_python("-m", "ftsweep.cli", "sweep", *args)),
+            env=cluster.client_env(),
+        )
+        probe = Probe(cluster)
+        try:
+            experiments = {a.split("=", 1)[1] for a in overrides if a.startswith("sweep.name=")}
+            experiment = experiments.pop() if experiments else _sweep_name(overrides)
+            print(f"\nruns of {experiment} (tag ftsweep.node: the Ray node of each attempt):")
+            for run in probe.runs(experiment):
+                node = cluster.node_at(run["tags"].get("ftsweep.node", ""))
+                print(f"  {run['name']:<40} {run['status']:<9} {node.name if node else '-'}")
+            stored = probe.ls(cluster.storage_uri)
+            print(f"object store: {len(stored)} files under {cluster.storage_uri}")
+        finally:
+            probe.close()
+        return sweep.returncode
+    finally:
+        print("stopping the cluster")
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _sweep_name(overrides: list[str]) -> str:
+    from ftsweep.config import compose
+
+    return compose(overrides).sweep.name
+
+
 if __name__ == "__main__":
     if sys.argv[1:] == ["probe"]:
         sys.exit(_probe_main())
+    if sys.argv[1:2] == ["demo"]:
+        sys.exit(demo(sys.argv[2:] or ["sweep=smoke"]))
+    print("usage: python -m ftsweep.ops.local_cluster demo [OVERRIDES...]", file=sys.stderr)
+    sys.exit(2)
