@@ -19,7 +19,7 @@ LOCK        := requirements.lock
 MODELS_LOCK := requirements-models.lock
 PIP_TOOLS   ?= pip-tools==7.6.2
 
-.PHONY: install lock sweep train test test-fast report plan bench gpu-check ui tracking-server lint format clean distclean
+.PHONY: install lock sweep train test test-fast report plan bench cluster-demo gpu-check ui tracking-server lint format clean distclean
 
 install: $(STAMP)
 	@$(BIN)/ftsweep prepare
@@ -85,6 +85,13 @@ tracking-server: install
 	$(BIN)/python -m ftsweep.ops.server --host $(TRACKING_HOST) --port $(TRACKING_PORT) \
 	  --artifacts $(RESULTS)/mlartifacts --state-dir $(RESULTS)/postgres \
 	  --auth-dir $(RESULTS)/mlflow-auth $(TRACKING_ARGS)
+
+# A Ray cluster on this machine (as root: each node in a network namespace of its own): a head
+# and two worker nodes, the tracking server over PostgreSQL and an S3 server (moto); runs the
+# smoke sweep from a client with RAY_ADDRESS and storage=s3://, shows which node ran each trial,
+# and stops it all (docs/cluster.md). ARGS adds sweep overrides.
+cluster-demo: install
+	$(BIN)/python -m ftsweep.ops.local_cluster demo sweep=smoke sweep.max_concurrent_trials=2 $(ARGS)
 
 # Ratios measured side by side in one run (bench/README.md): prints a table, writes $(RESULTS)/bench.json.
 # ARGS="figures=steps,memory" measures some groups; ARGS="quick=true" checks that all run, in minutes.
