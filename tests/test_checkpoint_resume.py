@@ -80,7 +80,7 @@ def test_a_broken_off_trial_resumes_from_its_checkpoint_in_the_same_run(tiny_con
 
 
 def test_no_checkpoint_of_the_last_step_and_none_when_turned_off(tiny_config, monkeypatch):
-    monkeypatch.setattr(trial.shutil, "rmtree", lambda *a, **k: None)  # keep what was written
+    monkeypatch.setattr(trial, "discard_checkpoints", lambda *a, **k: None)  # keep what was written
     cfg = tiny_config("sweep.name=ckpt", "train.max_steps=4", "train.checkpoint_every=2")
     assert run_trial(cfg).status == "FINISHED"
     # Step 4 ends training: its checkpoint would never be resumed from, so it is not written.
