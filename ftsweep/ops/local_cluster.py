@@ -5,8 +5,9 @@ folder (Ray's temp dir, and TMPDIR for what its trials write). Where this proces
 network namespaces (root, with `ip netns`), each node runs in a namespace of its own, joined to
 the others by a bridge in a hub namespace: nodes have addresses of their own, and no packet
 reaches any interface of the machine itself. Services (the tracking server, the object store)
-run in the hub, the sweep's client in a namespace of its own. Without namespaces everything
-shares this machine's network, and Ray advertises the machine's own address.
+run in the hub; the sweep's client runs beside the head (a Ray driver needs a node of the
+cluster on its machine, as on a real cluster's head). Without namespaces everything shares
+this machine's network, and Ray advertises the machine's own address.
 
 Ray runs with token authentication: one token file (0600) for the cluster, named in every
 node's and the client's environment (`RAY_AUTH_MODE=token`, `RAY_AUTH_TOKEN_PATH`).
