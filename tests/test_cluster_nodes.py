@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from ftsweep.tracking import record
 from ftsweep.tracking.record import TAG_NODE, TAG_NODES, TrialRun
 from ftsweep.tracking.store import get_client, tracking_uri
@@ -20,8 +22,10 @@ def test_every_attempt_records_the_ray_node_it_ran_on(tiny_config, monkeypatch):
     assert tags[TAG_NODES] == "198.18.0.3/1a2b3c4d,198.18.0.4/5e6f7a8b"
 
 
-def test_outside_ray_no_node_is_named(tiny_config):
-    assert record.ray_node() is None  # this test process never started Ray
+def test_outside_ray_no_node_is_named(tiny_config, monkeypatch):
+    # A process Ray did not start has not imported it (`ftsweep train`).
+    monkeypatch.delitem(sys.modules, "ray", raising=False)
+    assert record.ray_node() is None
     cfg = tiny_config("sweep.name=no-ray")
     run = TrialRun(cfg, "trial-local", "run", invocation_id="train")
     tags = get_client(tracking_uri(cfg)).get_run(run.run_id).data.tags
