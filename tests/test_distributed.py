@@ -111,7 +111,7 @@ def test_a_worker_failure_is_recorded_and_raised_as_the_worker_raised_it(tiny_co
 def ray_two_cpus():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 

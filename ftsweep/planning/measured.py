@@ -13,14 +13,14 @@ from pathlib import Path
 
 def measured_rows(tracking_uri: str, model: str) -> list[dict]:
     """Rows of the finished trial runs of `model` in the store; none when there is no store."""
-    from ftsweep.tracking.queries import search_all
+    from ftsweep.tracking.queries import all_experiments, search_all
     from ftsweep.tracking.store import get_client, sqlite_path
 
     path = sqlite_path(tracking_uri)
     if path is not None and not Path(path).exists():
         return []  # no sweep has run here yet: nothing to learn from (and no store to create)
     client = get_client(tracking_uri)
-    experiments = [e.experiment_id for e in client.search_experiments()]
+    experiments = [e.experiment_id for e in all_experiments(client)]
     if not experiments:
         return []
     runs = search_all(

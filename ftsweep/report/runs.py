@@ -12,7 +12,7 @@ from pathlib import Path
 from ftsweep.config import ConfigError
 from ftsweep.methods import find_method
 from ftsweep.report.methods import is_adapter
-from ftsweep.tracking.queries import search_all
+from ftsweep.tracking.queries import all_experiments, search_all
 from ftsweep.tracking.record import TAG_ERROR, TAG_STOP_REASON
 from ftsweep.tracking.redact import redact_uri
 from ftsweep.tracking.store import get_client
@@ -158,7 +158,7 @@ def load_rows(tracking_uri: str, experiment: str) -> list[RunRow]:
     client = get_client(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
-        names = sorted(e.name for e in client.search_experiments() if e.name != "Default")
+        names = sorted(e.name for e in all_experiments(client) if e.name != "Default")
         have = ", ".join(names) if names else "none"
         raise ConfigError(
             f"no sweep named {experiment!r} in {redact_uri(tracking_uri)} (sweeps there: {have})"
