@@ -28,6 +28,7 @@ from pathlib import Path
 
 from ftsweep.config import Config
 from ftsweep.tracking.store import experiment_name
+from ftsweep.trial.checkpoint_store import delete_checkpoints, fetch_checkpoints
 
 REFUSED_PREFIX = "refused-"
 
@@ -54,66 +55,12 @@ def checkpoint_uri(cfg: Config, trial_id: str) -> str | None:
     return f"{cfg.storage.rstrip('/')}/checkpoints/{experiment_name(cfg)}/{trial_id}"
 
 
-def _store(uri: str):
-    """The pyarrow file system of `uri` and the path in it (S3's credentials and endpoint come
-    from the environment, as for Ray's own storage: AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, ...)."""
-    from pyarrow import fs
-
-    return fs.FileSystem.from_uri(uri)
-
-
-def publish_checkpoint(folder: Path, uri: str) -> None:
-    """Copy this node's files of a saved checkpoint (`checkpoint-N`) to `uri`/checkpoint-N."""
-    from pyarrow import fs
-
-    store, root = _store(uri)
-    target = f"{root}/{folder.name}"
-    store.create_dir(target, recursive=True)  # a no-op on S3; a file:// store needs it
-    fs.copy_files(
-        str(folder),
-        target,
-        source_filesystem=fs.LocalFileSystem(),
-        destination_filesystem=store,
-    )
-
-
-def prune_checkpoints(uri: str, keep: str) -> None:
-    """Remove the kept checkpoints other than `keep` (the one just published)."""
-    from pyarrow import fs
-
-    store, root = _store(uri)
-    for info in store.get_file_info(fs.FileSelector(root, allow_not_found=True)):
-        if info.type == fs.FileType.Directory and info.base_name != keep:
-            store.delete_dir(info.path)
-
-
-def fetch_checkpoints(folder: Path, uri: str) -> None:
-    """Copy every kept checkpoint down into `folder`: all ranks' files, whichever node wrote
-    them. Which one is loaded is still `last_checkpoint`'s choice (its manifest is checked)."""
-    from pyarrow import fs
-
-    store, root = _store(uri)
-    for info in store.get_file_info(fs.FileSelector(root, allow_not_found=True)):
-        if info.type == fs.FileType.Directory:
-            (folder / info.base_name).mkdir(exist_ok=True)
-            fs.copy_files(
-                info.path,
-                str(folder / info.base_name),
-                source_filesystem=store,
-                destination_filesystem=fs.LocalFileSystem(),
-            )
-
-
 def discard_checkpoints(cfg: Config, trial_id: str) -> None:
     """A trial that ended needs no checkpoint: remove its folder here and its kept copies."""
     shutil.rmtree(checkpoint_dir(cfg, trial_id), ignore_errors=True)
     uri = checkpoint_uri(cfg, trial_id)
     if uri:
-        store, root = _store(uri)
-        try:
-            store.delete_dir(root)
-        except FileNotFoundError:
-            pass
+        delete_checkpoints(uri)
 
 
 def prepare_checkpoint_dir(cfg: Config, folder: Path) -> Path:

@@ -168,7 +168,7 @@ def sign_saved_checkpoint(args, state, uri: str | None = None) -> None:
         if state.is_world_process_zero and folder.is_dir():
             write_manifest(folder)
         return
-    from ftsweep.trial.checkpoints import prune_checkpoints, publish_checkpoint
+    from ftsweep.trial.checkpoint_store import prune_checkpoints, publish_checkpoint
 
     files = None
     if group:
