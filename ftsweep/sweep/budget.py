@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ftsweep.config import Config
+from ftsweep.tracking.record import TAG_STOP_REASON
 
 
 @dataclass(frozen=True)
@@ -19,11 +20,14 @@ class Spending:
 
 
 def _per_step(runs: list, method: str | None, metric: str) -> float | None:
-    """Mean cost (or time) per training step of finished runs of a method (None: any method)."""
+    """Mean cost (or time) per training step of finished runs of a method (None: any method).
+    A run the scheduler stopped early paid for part of its steps and none of its scoring: it
+    would make a whole trial look cheaper than it is, so it is left out."""
     rates = [
         r.data.metrics[metric] / float(r.data.params["max_steps"])
         for r in runs
         if r.info.status == "FINISHED"
+        and (getattr(r.data, "tags", None) or {}).get(TAG_STOP_REASON) != "early_stopped"
         and (method is None or r.data.params.get("method") == method)
         and metric in r.data.metrics
         and r.data.params.get("max_steps")
