@@ -4,7 +4,8 @@
 
 Figures (groups): steps (lora_vs_full_step_time, qlora_vs_lora_step_time, flop_utilisation),
 throughput (trainer_vs_bare_throughput), memory (memory_estimate_error), overhead
-(sweep_overhead_ratio), asha (asha_compute_fraction, asha_best_quality_gap). `--quick` runs
+(sweep_overhead_ratio), asha (asha_compute_fraction, asha_best_quality_gap), trial_overhead
+(per_trial_overhead_s), store_scale (report_s_10k_runs). `--quick` runs
 each with fewer repetitions and steps (and the ASHA comparison on the tiny random model): a check
 that everything runs, in minutes; its numbers are noisier. A run of some groups keeps the other
 groups' last results in bench.json.
@@ -34,6 +35,8 @@ GROUPS = {
     "memory": ("memory_estimate_error", "memory_estimate_error_calibrated"),
     "overhead": ("sweep_overhead_ratio",),
     "asha": ("asha_compute_fraction", "asha_best_quality_gap"),
+    "trial_overhead": ("per_trial_overhead_s",),
+    "store_scale": ("report_s_10k_runs",),
 }
 ALIASES = {"flops": "steps", "step_time": "steps"}
 # (comparison, goal); None: reported without a goal
@@ -47,6 +50,8 @@ GOALS = {
     "memory_estimate_error": ("<=", 0.15),
     "memory_estimate_error_calibrated": None,
     "flop_utilisation": None,
+    "per_trial_overhead_s": None,
+    "report_s_10k_runs": None,
 }
 MEANING = {
     "sweep_overhead_ratio": "N short LoRA trials: `ftsweep sweep` wall / bare loop wall",
@@ -58,6 +63,8 @@ MEANING = {
     "memory_estimate_error": "worst |plan - measured peak| / measured (full, LoRA x 2 batches)",
     "memory_estimate_error_calibrated": "the same, each estimate calibrated by its method's other batch",
     "flop_utilisation": "full fine-tuning FLOP/s / fp32 matmul peak, same run",
+    "per_trial_overhead_s": "(span of 200 one-step trials' runs - their own wall) / 200, seconds",
+    "report_s_10k_runs": "report + summary + resume over a store of 10,000 runs, seconds",
 }
 
 

@@ -115,3 +115,115 @@ def test_memory_calibration_uses_only_the_other_cases_of_a_method():
     assert calibrated[1] == pytest.approx(cases[1]["measured_gb"], rel=1e-3)
     full = estimate_trial(compose(case_overrides(s["model"], "full", 1, s["seq_len"], s["steps"])))
     assert calibrated[2] == pytest.approx(full.est_peak_gb_per_gpu)
+
+
+def test_per_trial_overhead_is_the_slot_time_beyond_the_trials_own():
+    from bench.trial_overhead import figure
+
+    # launched at 0, first run at 10; trials of 2 s own time, each run open 2.5 s, 0.5 s apart
+    runs = [{"start": 10.0 + 3 * i, "end": 12.5 + 3 * i, "wall_time_s": 2.0} for i in range(4)]
+    d = figure(runs, launched=0.0, wall=25.0)
+    assert d["span_s"] == pytest.approx(11.5) and d["own_s"] == pytest.approx(8.0)
+    assert d["per_trial_overhead_s"] == pytest.approx((11.5 - 8.0) / 4)
+    assert d["per_trial_overhead_with_fixed_s"] == pytest.approx((25.0 - 8.0) / 4)
+    assert d["startup_s"] == pytest.approx(10.0) and d["end_s"] == pytest.approx(3.5)
+    assert d["run_open_extra_mean_s"] == pytest.approx(0.5)
+    assert d["gap_mean_s"] == pytest.approx(0.5)
+    assert d["by_quarter_s"] == pytest.approx([1.0, 1.0, 1.0, 0.5])  # the last has no gap after
+    # Ray's page: 10,000 trials of 1 s on 16 slots in 715.27 s
+    ray = figure(
+        [{"start": 0.0, "end": 715.27, "wall_time_s": 1.0}] * 10_000,
+        launched=0.0,
+        wall=715.27,
+        concurrency=16,
+    )
+    assert ray["per_trial_overhead_s"] == pytest.approx(0.144, abs=1e-3)
+
+
+def test_the_store_scale_grid_holds_the_real_sweeps_trials(tmp_path):
+    from bench.common import compose
+    from bench.store_scale import RANKS, REAL_TRIALS, grid_points, overrides, sweep_file
+    from ftsweep.sweep.space import expand
+
+    rates, seeds = grid_points(80)
+    assert len(rates) * len(RANKS) * seeds == 80
+    with pytest.raises(ValueError):
+        grid_points(90)
+    big = sweep_file(tmp_path / "big.yaml", rates, RANKS, seeds)
+    real = sweep_file(tmp_path / "real.yaml", rates[:1], RANKS[:1], REAL_TRIALS)
+    grid = {s.trial_id for s in expand(compose(overrides(big, tmp_path)))}
+    ran = {s.trial_id for s in expand(compose(overrides(real, tmp_path)))}
+    assert len(grid) == 80 and len(ran) == REAL_TRIALS and ran <= grid
+
+
+def test_cloned_runs_are_the_grids_trials_and_the_report_reads_every_one(tmp_path):
+    import json
+
+    from mlflow.entities import Metric, Param
+
+    from bench.common import compose
+    from bench.store_scale import (
+        RANKS,
+        clone_runs,
+        finished_count,
+        grid_points,
+        overrides,
+        report_runs,
+        store_state,
+        sweep_file,
+    )
+    from ftsweep.report.runs import load_rows
+    from ftsweep.sweep.space import expand
+    from ftsweep.tracking.record import TAG_TRIAL_ID, run_params
+    from ftsweep.tracking.store import ensure_experiment, experiment_name, get_client, tracking_uri
+
+    rates, seeds = grid_points(40)
+    args = overrides(sweep_file(tmp_path / "big.yaml", rates, RANKS, seeds), tmp_path / "results")
+    cfg = compose(args)
+    specs = expand(cfg)
+    # a stand-in for the real sweep's run: the grid's first trial, with scores
+    (tmp_path / "results").mkdir()
+    uri = tracking_uri(cfg)
+    client = get_client(uri)
+    experiment_id = ensure_experiment(
+        client, experiment_name(cfg), cfg.results_path / "mlartifacts"
+    )
+    first = specs[0]
+    run = client.create_run(
+        experiment_id, run_name=first.run_name, tags={TAG_TRIAL_ID: first.trial_id}
+    )
+    client.log_batch(
+        run.info.run_id,
+        metrics=[
+            Metric(key, value, 0, 1)
+            for key, value in {"quality": 0.5, "cost_usd": 1e-4, "wall_time_s": 2.0}.items()
+        ],
+        params=[Param(k, str(v)) for k, v in run_params(first.config).items()],
+    )
+    scores = tmp_path / "scores.json"
+    scores.write_text(json.dumps({"validation": {"ids": ["a", "b"], "scores": [1.0, 0.0]}}))
+    client.log_artifact(run.info.run_id, str(scores), artifact_path="scores")
+    client.set_terminated(run.info.run_id, status="FINISHED")
+
+    built = clone_runs(args)
+    assert built["specs"] == 40 and built["real"] == 1 and built["cloned"] == 39
+    rows = load_rows(uri, experiment_name(cfg))
+    assert sorted(r.tags[TAG_TRIAL_ID] for r in rows) == sorted(s.trial_id for s in specs)
+    assert all(r.usable and r.quality == 0.5 for r in rows)
+    by_id = {r.tags[TAG_TRIAL_ID]: r for r in rows}
+    last = specs[-1]
+    assert by_id[last.trial_id].params["lora_r"] == str(last.config.method.lora_r)
+    assert by_id[last.trial_id].name == last.run_name
+    from ftsweep.report.scores import ScoreSource
+
+    assert ScoreSource().scores(by_id[last.trial_id]).validation == {"a": 1.0, "b": 0.0}
+    state = store_state(args)
+    assert state["runs"] == 40 and state["trial_ids"] == 40
+    assert state["statuses"] == {"FINISHED": 40}
+
+    assert finished_count("best run per method (39/40 trials finished)") == (39, 40)
+    assert report_runs("40 runs recorded in sqlite:///x/mlflow.db: 38 used, 2 left out (a).") == {
+        "recorded": 40,
+        "used": 38,
+        "left_out": 2,
+    }
