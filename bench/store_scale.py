@@ -36,6 +36,10 @@ What is timed, each in a fresh process, in this order:
 report_s_10k_runs = report_s + summary_s + resume_s at 10,000 runs. The same is measured at
 1,000 runs (quick: 200 and 1,000), and the details say what each part costs at each size.
 
+Also, untimed in the figure: `trial_lookup_s`, what each trial's start asks the store (its
+experiment by name, its runs by trial id, as `TrialRun` does), the mean over 50 trials spread
+over the grid, at each size: the part of every trial's overhead that grows with the store.
+
 Checked, not timed: that none is dropped and none retrained: the report's run count (its
 "runs" line), the summary's "N/M trials finished", the resume's count of trials reported
 RECORDED (and none launched by the second resume), and that the store holds the same runs after
@@ -223,6 +227,28 @@ def store_state(args: list[str]) -> dict:
     }
 
 
+def lookup(args: list[str], sample: int = 50) -> dict:
+    """What each trial's start pays the store: its experiment by name and its runs by trial id
+    (`TrialRun`), for `sample` trials spread over the grid; mean seconds per trial."""
+    from bench.common import compose
+    from ftsweep.sweep.space import expand
+    from ftsweep.tracking.record import find_trial_runs
+    from ftsweep.tracking.store import ensure_experiment, experiment_name, get_client, tracking_uri
+
+    cfg = compose(args)
+    specs = expand(cfg)
+    chosen = specs[:: max(1, len(specs) // sample)][:sample]
+    client = get_client(tracking_uri(cfg))
+    ensure_experiment(client, experiment_name(cfg), None)  # the first call opens the store
+    started = time.perf_counter()
+    found = 0
+    for spec in chosen:
+        experiment_id = ensure_experiment(client, experiment_name(cfg), None)
+        found += len(find_trial_runs(client, experiment_id, spec.trial_id))
+    seconds = (time.perf_counter() - started) / len(chosen)
+    return {"lookup_s": seconds, "trials": len(chosen), "runs_found": found}
+
+
 def summary(args: list[str]) -> dict:
     """The sweep's end-of-sweep summary over the store, as `ftsweep sweep` prints it last,
     timed around the call; returns its seconds and the trials it counted finished."""
@@ -292,6 +318,10 @@ def measure_size(points: int, work: Path) -> dict:
     before = read_result(stdout)
     load = {"before": load_average()}
 
+    _, stdout = run_process(["-m", "bench.store_scale", "lookup", json.dumps(args)])
+    looked_up = read_result(stdout)
+    log(f"store_scale: {points:,} runs: a trial's look-up {looked_up['lookup_s'] * 1000:.0f} ms")
+
     report_s, stdout = run_process([*ftsweep_command(), "report", *args], timeout_s=7200)
     report_md = Path(stdout.split("report:", 1)[1].split()[0]).read_text()
     log(f"store_scale: {points:,} runs: report {report_s:.1f} s")
@@ -326,6 +356,8 @@ def measure_size(points: int, work: Path) -> dict:
         "summary_finished": summary_result["finished"],
         "resume_summary_finished": finished_count(stdout),
         "resume_recorded": recorded,
+        "trial_lookup_s": looked_up["lookup_s"],
+        "trial_lookup_runs_found": f"{looked_up['runs_found']} of {looked_up['trials']}",
         "resume_restored_s": restored_s,
         "resume_restored_launched": launched,
         "resume_restored_summary_finished": finished_count(restored),
@@ -369,6 +401,6 @@ def run(quick: bool = False) -> tuple[dict, dict]:
 
 
 if __name__ == "__main__":
-    commands = {"clone": clone_runs, "state": store_state, "summary": summary}
+    commands = {"clone": clone_runs, "state": store_state, "summary": summary, "lookup": lookup}
     if sys.argv[1:2] and sys.argv[1] in commands:
         emit(commands[sys.argv[1]](json.loads(sys.argv[2])))
