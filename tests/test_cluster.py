@@ -210,8 +210,9 @@ def test_smoke_sweep_on_two_nodes_survives_a_tracking_restart_and_a_lost_node(cl
 GROUP_STEPS = 12
 GROUP_SWEEP = [
     "sweep=zero3_workers",
-    # the two-worker ZeRO-3 trial alone; its workers need a CPU each: one per node
+    # the two-worker ZeRO-3 trial alone, one worker per node (each node has one CPU, too)
     "sweep.space=[{method:full,params:{learning_rate:1.0e-4,zero_stage:3,num_workers:2}}]",
+    "hardware.worker_placement=strict_spread",
     "sweep.baseline=false",
     "sweep.max_failures=1",
     f"train.max_steps={GROUP_STEPS}",

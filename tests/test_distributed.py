@@ -107,6 +107,38 @@ def test_a_worker_failure_is_recorded_and_raised_as_the_worker_raised_it(tiny_co
     assert "nan" in run.data.tags["ftsweep.error"]
 
 
+@pytest.mark.parametrize("placement", ["pack", "spread", "strict_spread", "strict_pack"])
+def test_the_worker_group_is_placed_as_hardware_worker_placement_says(
+    tiny_config, monkeypatch, placement
+):
+    import ray.train.torch
+
+    seen = {}
+
+    class Placed:
+        def __init__(self, *args, scaling_config, **kwargs):
+            seen["strategy"] = scaling_config.placement_strategy
+            seen["workers"] = scaling_config.num_workers
+
+        def fit(self):
+            raise TrialDiverged("stop here: only the placement is under test")
+
+    monkeypatch.setattr(ray.train.torch, "TorchTrainer", Placed)
+    cfg = tiny_config(*ZERO3, f"hardware.worker_placement={placement}", "sweep.name=placed")
+    with pytest.raises(TrialDiverged):
+        run_trial(cfg, trial_id="full-placed", invocation_id="test")
+    assert seen == {"strategy": placement.upper(), "workers": 2}
+
+
+def test_worker_placement_is_checked_and_leaves_the_trial_id_alone(tiny_config):
+    from ftsweep.trial.identity import trial_id_for
+
+    with pytest.raises(ConfigError, match="hardware.worker_placement.*scatter.*strict_spread"):
+        tiny_config(*ZERO3, "hardware.worker_placement=scatter")
+    spread = tiny_config(*ZERO3, "hardware.worker_placement=strict_spread")
+    assert trial_id_for(spread) == trial_id_for(tiny_config(*ZERO3))
+
+
 @pytest.fixture(scope="module")
 def ray_two_cpus():
     import ray

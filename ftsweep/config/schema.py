@@ -126,6 +126,12 @@ class HardwareConfig(_Strict):
     # How long, on average, a trial's machine runs before it is lost (a crash, a preemption):
     # what train.checkpoint_every=auto weighs a save against.
     mtbf_hours: Annotated[float, Field(gt=0)] = 24.0
+    # Where a multi-worker trial's Ray Train workers go (Ray's placement strategies): `pack` as
+    # few nodes as possible (NVLink inside a node beats the network between nodes), `spread`
+    # over nodes where it can, `strict_spread` one worker per node (or it waits), `strict_pack`
+    # all on one node (or it waits). Where a worker runs does not change what it computes, so
+    # this is not part of a trial's id.
+    worker_placement: Literal["pack", "spread", "strict_pack", "strict_spread"] = "pack"
 
     @field_validator("devices_per_trial")
     @classmethod

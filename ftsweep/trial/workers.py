@@ -91,7 +91,10 @@ def train_on_workers(
             "started_at": started_at,
         },
         scaling_config=ScalingConfig(
-            num_workers=num_workers, use_gpu=on_gpu, resources_per_worker=resources
+            num_workers=num_workers,
+            use_gpu=on_gpu,
+            resources_per_worker=resources,
+            placement_strategy=cfg.hardware.worker_placement.upper(),
         ),
         run_config=RunConfig(
             # The trial id alone: a retried or resumed trial finds its Ray Train state again.
