@@ -154,12 +154,10 @@ class Stages:
             added.append(point)
         return added
 
-    def _spec(self, cfg: Config, point: Point, seed: int = 0) -> TrialSpec:
+    def _spec(self, cfg: Config, point: Point) -> TrialSpec:
+        """The seed-0 trial of a point, as a stage's sweep would expand it."""
         extra = {"warmup_ratio": self.design.warmup_ratio}
-        one = stage_config(cfg, "one", [point.entry(extra)], 1, self.design.budget)
-        (spec,) = expand(
-            one.model_copy(update={"train": one.train.model_copy(update={"seed": seed})})
-        )
+        (spec,) = expand(stage_config(cfg, "one", [point.entry(extra)], 1, self.design.budget))
         return spec
 
     # --- stages --------------------------------------------------------------------------
