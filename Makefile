@@ -19,7 +19,7 @@ LOCK        := requirements.lock
 MODELS_LOCK := requirements-models.lock
 PIP_TOOLS   ?= pip-tools==7.6.2
 
-.PHONY: install lock sweep train test test-fast report plan bench cluster-demo gpu-check ui tracking-server lint format clean distclean
+.PHONY: install lock sweep auto train test test-fast report plan bench cluster-demo gpu-check ui tracking-server lint format clean distclean
 
 install: $(STAMP)
 	@$(BIN)/ftsweep prepare
@@ -66,6 +66,12 @@ test: install
 # The edit loop: unit tests only, seconds each (GPU tests, minutes, are left to gpu-check).
 test-fast: install
 	$(BIN)/pytest -q -m "not slow and not gpu"
+
+# ftsweep auto: ARGS="model=smollm2-135m data=knowledge hardware=cpu time_budget_s=2400" designs,
+# runs and confirms the sweep within the budget; RESULTS/auto/ holds sweep.yaml, the report and
+# the merged winner. The same command again resumes.
+auto: install
+	$(BIN)/ftsweep auto results_dir=$(RESULTS) $(ARGS)
 
 report: install
 	$(BIN)/ftsweep report sweep=$(SWEEP) results_dir=$(RESULTS) $(ARGS)

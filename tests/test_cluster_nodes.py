@@ -30,3 +30,18 @@ def test_outside_ray_no_node_is_named(tiny_config, monkeypatch):
     run = TrialRun(cfg, "trial-local", "run", invocation_id="train")
     tags = get_client(tracking_uri(cfg)).get_run(run.run_id).data.tags
     assert TAG_NODE not in tags and TAG_NODES not in tags
+
+
+def test_a_ray_worker_names_the_address_its_node_registered_with():
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        named = ray.get(ray.remote(num_cpus=0)(record.ray_node).remote())
+        (node,) = [n for n in ray.nodes() if n["Alive"]]
+        assert named == f"{node['NodeManagerAddress']}/{node['NodeID'][:8]}"
+    finally:
+        if started:
+            ray.shutdown()

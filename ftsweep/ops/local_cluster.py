@@ -52,7 +52,10 @@ def _ip(args: str) -> None:
 
 
 def namespaces_available() -> bool:
-    """Whether this process may create network namespaces (root and the `ip` tool)."""
+    """Whether this process may create network namespaces (root and the `ip` tool), unless
+    FTSWEEP_CLUSTER_NAMESPACES=0 asks for every node on this machine's loopback instead."""
+    if os.environ.get("FTSWEEP_CLUSTER_NAMESPACES", "1") == "0":
+        return False
     return os.geteuid() == 0 and shutil.which("ip") is not None
 
 
@@ -396,9 +399,11 @@ class LocalCluster:
         return f"s3://{BUCKET}/sweeps"
 
     def node_at(self, address: str) -> RayNode | None:
-        """The node a run's `ftsweep.node` tag (IP/NODE) names, by its address."""
+        """The node a run's `ftsweep.node` tag (IP/NODE) names, by its address (None where
+        several nodes share it: without namespaces every node is 127.0.0.1)."""
         ip = address.split("/", 1)[0]
-        return next((n for n in self.nodes if n.namespace.address == ip), None)
+        matches = [n for n in self.nodes if n.namespace.address == ip]
+        return matches[0] if len(matches) == 1 else None
 
     def _env(self, **extra: str) -> dict[str, str]:
         """What every process of the cluster runs with: Ray's token, the S3 endpoint and
@@ -696,7 +701,8 @@ def demo(overrides: list[str], workers: int = 2) -> int:
             print(f"\nruns of {experiment} (tag ftsweep.node: the Ray node of each attempt):")
             for run in probe.runs(experiment):
                 node = cluster.node_at(run["tags"].get("ftsweep.node", ""))
-                print(f"  {run['name']:<40} {run['status']:<9} {node.name if node else '-'}")
+                where = node.name if node else run["tags"].get("ftsweep.node", "-")
+                print(f"  {run['name']:<40} {run['status']:<9} {where}")
             stored = probe.ls(cluster.storage_uri)
             print(f"object store: {len(stored)} files under {cluster.storage_uri}")
         finally:

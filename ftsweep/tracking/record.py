@@ -184,9 +184,17 @@ def ray_node() -> str | None:
     ray = sys.modules.get("ray")  # a process Ray started has imported it; others need not
     if ray is None or not ray.is_initialized():
         return None
-    from ray.util import get_node_ip_address
+    node_id = ray.get_runtime_context().get_node_id()
+    # The address the node registered with (`ray start --node-ip-address`), not the one this
+    # process would guess from its routes: several nodes of one machine guess the same one.
+    address = next(
+        (n["NodeManagerAddress"] for n in ray.nodes() if n.get("NodeID") == node_id), None
+    )
+    if address is None:
+        from ray.util import get_node_ip_address
 
-    return f"{get_node_ip_address()}/{ray.get_runtime_context().get_node_id()[:8]}"
+        address = get_node_ip_address()
+    return f"{address}/{node_id[:8]}"
 
 
 def find_trial_runs(client, experiment_id: str, trial_id: str) -> list:
