@@ -5,7 +5,8 @@
 Figures (groups): steps (lora_vs_full_step_time, qlora_vs_lora_step_time, flop_utilisation),
 throughput (trainer_vs_bare_throughput), memory (memory_estimate_error), overhead
 (sweep_overhead_ratio), asha (asha_compute_fraction, asha_best_quality_gap), trial_overhead
-(per_trial_overhead_s), store_scale (report_s_10k_runs). `--quick` runs
+(per_trial_overhead_s), store_scale (report_s_10k_runs), auto (auto_compute_fraction,
+auto_same_decision). `--quick` runs
 each with fewer repetitions and steps (and the ASHA comparison on the tiny random model): a check
 that everything runs, in minutes; its numbers are noisier. A run of some groups keeps the other
 groups' last results in bench.json.
@@ -37,6 +38,7 @@ GROUPS = {
     "asha": ("asha_compute_fraction", "asha_best_quality_gap"),
     "trial_overhead": ("per_trial_overhead_s",),
     "store_scale": ("report_s_10k_runs",),
+    "auto": ("auto_compute_fraction", "auto_same_decision"),
 }
 ALIASES = {"flops": "steps", "step_time": "steps"}
 # (comparison, goal); None: reported without a goal
@@ -52,6 +54,8 @@ GOALS = {
     "flop_utilisation": None,
     "per_trial_overhead_s": None,
     "report_s_10k_runs": None,
+    "auto_compute_fraction": ("<=", 0.35),
+    "auto_same_decision": (">=", 1.0),  # 1.0: the same decision as the grid's, 0.0: not
 }
 MEANING = {
     "sweep_overhead_ratio": "N short LoRA trials: `ftsweep sweep` wall / bare loop wall",
@@ -65,6 +69,8 @@ MEANING = {
     "flop_utilisation": "full fine-tuning FLOP/s / fp32 matmul peak, same run",
     "per_trial_overhead_s": "(span of 200 one-step trials' runs - their own wall) / 200, seconds",
     "report_s_10k_runs": "report + summary + resume over a store of 10,000 runs, seconds",
+    "auto_compute_fraction": "`ftsweep auto` training tokens / the full grid's, its own >= 16 configs",
+    "auto_same_decision": "1 if auto's pick is not separated from the grid's best (paired interval)",
 }
 
 

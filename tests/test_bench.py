@@ -227,3 +227,127 @@ def test_cloned_runs_are_the_grids_trials_and_the_report_reads_every_one(tmp_pat
         "used": 38,
         "left_out": 2,
     }
+
+
+# --- auto against the full grid ----------------------------------------------------------------
+
+
+def _auto_row(trial_id, method="lora", lr=1e-3, stop="completed", **metrics):
+    from ftsweep.report.runs import RunRow
+    from ftsweep.tracking.record import TAG_TRIAL_ID
+
+    params = {"method": method, "learning_rate": str(lr), "lora_r": "16", "hardware": "cpu"}
+    return RunRow(
+        run_id=f"run-{trial_id}",
+        name=f"{method} r16 lr{lr:.0e} s0",
+        status="FINISHED",
+        stop_reason=stop,
+        params={**params, "seed": "0"},
+        metrics={"cost_usd": 0.01, "wall_time_s": 60.0, **metrics},
+        tags={TAG_TRIAL_ID: trial_id},
+    )
+
+
+def test_auto_tokens_count_each_trial_once_and_early_stops_at_what_they_reported(tmp_path):
+    import json
+
+    from bench.auto import compute_fraction, reported_tokens, trial_tokens
+
+    # Tune's result.json: intermediate reports carry `tokens`, the last one `tokens_trained`
+    stopped = tmp_path / "ray" / "auto-1234abcd" / "lora-stopped"
+    stopped.mkdir(parents=True)
+    lines = [{"tokens": 400, "step": 2}, {"tokens": 800, "step": 4, "eval_loss": 1.0}]
+    lines = [{**x, "config": {"trial": {"trial_id": "lora-stopped"}}} for x in lines]
+    (stopped / "result.json").write_text("\n".join(json.dumps(x) for x in lines) + "\n{cut")
+    reported = reported_tokens(tmp_path)
+    assert reported == {"lora-stopped": 800.0}
+
+    auto_rows = [
+        _auto_row("none-base", method="none"),  # the base model trains nothing
+        _auto_row("lora-done", tokens_trained=1200.0, quality=0.5),
+        _auto_row("lora-done", tokens_trained=1200.0, quality=0.5),  # the same trial again
+        _auto_row("lora-stopped", lr=3e-3, stop="early_stopped"),
+        _auto_row("lora-refused", lr=3e-4, stop="skipped_budget"),
+    ]
+    auto = trial_tokens(auto_rows, reported)
+    assert auto == {
+        "none-base": 0.0,
+        "lora-done": 1200.0,
+        "lora-stopped": 800.0,
+        "lora-refused": 0.0,
+    }
+    grid = {"lora-done": 1200.0, "lora-stopped": 1200.0, "lora-refused": 1200.0, "none-base": 0.0}
+    assert compute_fraction(auto, grid) == pytest.approx(2000 / 3600)
+
+
+class _Scores:
+    """Per-example validation scores by run id, as `ScoreSource` gives them."""
+
+    def __init__(self, by_run: dict[str, list[float]]):
+        from ftsweep.report.scores import RunScores
+
+        self.found = {
+            run_id: RunScores({f"ex{i}": v for i, v in enumerate(values)}, {})
+            for run_id, values in by_run.items()
+        }
+
+    def scores(self, row):
+        return self.found.get(row.run_id)
+
+    def why_none(self, row):
+        return None if row.run_id in self.found else "no scores"
+
+
+def test_auto_same_decision_is_the_reports_paired_interval_against_the_grids_best():
+    from types import SimpleNamespace
+
+    from bench.auto import same_decision
+    from ftsweep.report.evidence import ConfigGroup, Evidence
+    from ftsweep.report.recommendation import recommend
+
+    n = 32
+    ones = [1.0] * n
+    base = _auto_row("none-base", method="none", quality=0.0)
+    best = _auto_row("lora-a", lr=1e-3, quality=1.0)
+    close = _auto_row("lora-b", lr=3e-3, quality=31 / 32)
+    worse = _auto_row("lora-c", lr=3e-4, quality=0.25)
+    only_auto = _auto_row("lora-d", lr=1e-2, quality=0.25)  # a rate the widen stage added
+    evidence = Evidence(
+        _Scores(
+            {
+                base.run_id: [0.0] * n,
+                best.run_id: ones,
+                close.run_id: [0.0] + ones[1:],
+                worse.run_id: [1.0] * 8 + [0.0] * 24,
+                only_auto.run_id: [1.0] * 8 + [0.0] * 24,
+            }
+        ),
+        resamples=500,
+    )
+    grid = recommend([base, best, close, worse], evidence=evidence)
+    assert grid.best.first is best
+
+    def picks(row):
+        return SimpleNamespace(group=ConfigGroup([row]))
+
+    assert same_decision(picks(best), grid, evidence).same
+    tie = same_decision(picks(close), grid, evidence)
+    assert tie.same and tie.difference[1] <= 0.0 <= tie.difference[2]
+    assert "grid's run" in tie.basis
+    below = same_decision(picks(worse), grid, evidence)
+    assert not below.same and below.difference[1] > 0.0
+    outside = same_decision(picks(only_auto), grid, evidence)
+    assert not outside.same and "not in the grid" in outside.basis
+
+    # nothing beats the base model on either side: the same (empty) decision
+    flat = Evidence(_Scores({r.run_id: [0.0] * n for r in (base, best)}), resamples=200)
+    none = recommend([base, best], evidence=flat)
+    assert none.group is None
+    assert same_decision(SimpleNamespace(group=None), none, flat).same
+    assert not same_decision(SimpleNamespace(group=None), grid, evidence).same
+    assert not same_decision(picks(best), none, flat).same
+
+
+def test_the_auto_group_has_goals_for_both_figures():
+    assert met("auto_compute_fraction", 0.30) and not met("auto_compute_fraction", 0.5)
+    assert met("auto_same_decision", 1.0) and not met("auto_same_decision", 0.0)
