@@ -190,7 +190,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             results.update(figures)
             details[group] = found
-            log(f"{group}: {', '.join(f'{k}={v:.3f}' for k, v in figures.items())}")
+            shown = (
+                f"{k}={'not measured' if v is None else f'{v:.3f}'}" for k, v in figures.items()
+            )
+            log(f"{group}: {', '.join(shown)}")
         write()
     print(table(results))
     print(f"written: {path}")

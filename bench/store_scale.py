@@ -34,7 +34,12 @@ What is timed, each in a fresh process, in this order:
   resume after an interrupted sweep). Details only.
 
 report_s_10k_runs = report_s + summary_s + resume_s at 10,000 runs. The same is measured at
-1,000 runs (quick: 200 and 1,000), and the details say what each part costs at each size.
+1,000 runs (quick: 200 and 1,000), and the details say what each part costs at each size. A
+resume still running after RESUME_LIMIT_S is killed (its process group: the sweep and its Ray
+instance) and recorded as cut, with the trials it had reported by then; the figure is then not
+measured (null). The resume's progress lines split it: `resume_first_recorded_s`, from the
+display's start to the first trial reported (Ray's start and Tune's generation of the grid's
+trials), and `resume_per_trial_s`, the mean time between trials after it.
 
 Also, untimed in the figure: `trial_lookup_s`, what each trial's start asks the store (its
 experiment by name, its runs by trial id, as `TrialRun` does), the mean over 50 trials spread
@@ -68,6 +73,9 @@ SWEEP_NAME = "bench_store"
 SEEDS = 10
 RANKS = (4, 8, 16, 32)
 REAL_TRIALS = 2  # the real sweep: the grid's first point, seeds 0 and 1
+# A resume still running after this is killed and recorded as cut (no figure): Ray's grid
+# generation costs O(trials^2) (see the README), hours at 10,000 on 2 cores.
+RESUME_LIMIT_S = 1200
 
 
 def learning_rates(count: int) -> list[float]:
@@ -332,43 +340,105 @@ def measure_size(points: int, work: Path) -> dict:
     summary_result = read_result(stdout)
     log(f"store_scale: {points:,} runs: summary {summary_result['summary_s']:.1f} s")
 
-    resume_s, stdout = run_process([*ftsweep_command(), "sweep", *args], timeout_s=7200)
+    resume = timed_resume(args, RESUME_LIMIT_S)
+    resume_s, stdout = resume["wall_s"], resume["stdout"]
     recorded = stdout.count(": RECORDED")
-    log(f"store_scale: {points:,} runs: resume {resume_s:.1f} s ({recorded:,} recorded)")
+    if resume_s is None:
+        log(
+            f"store_scale: {points:,} runs: resume cut at {RESUME_LIMIT_S:,} s with "
+            f"{recorded:,} of {points:,} trials recorded"
+        )
+    else:
+        log(f"store_scale: {points:,} runs: resume {resume_s:.1f} s ({recorded:,} recorded)")
     load["after"] = load_average()
-
-    # the same command once more: Ray's state folder now holds every trial, ended
-    restored_s, restored = run_process([*ftsweep_command(), "sweep", *args], timeout_s=7200)
-    launched = restored.count(": RUNNING") + restored.count(": RECORDED")
-    log(f"store_scale: {points:,} runs: resume from Ray's state {restored_s:.1f} s")
-
-    _, out = run_process(["-m", "bench.store_scale", "state", json.dumps(args)])
-    after = read_result(out)
-    return {
+    times = progress_times(stdout, ": RECORDED")
+    out = {
         "runs": before["runs"],
         "trial_runs": before["trial_runs"],
         "build": built,
-        "report_s": report_s,
-        "summary_s": summary_result["summary_s"],
-        "resume_s": resume_s,
-        "total_s": report_s + summary_result["summary_s"] + resume_s,
-        "report_run_count": report_runs(report_md),
-        "summary_finished": summary_result["finished"],
-        "resume_summary_finished": finished_count(stdout),
-        "resume_recorded": recorded,
         "trial_lookup_s": looked_up["lookup_s"],
         "trial_lookup_runs_found": f"{looked_up['runs_found']} of {looked_up['trials']}",
-        "resume_restored_s": restored_s,
-        "resume_restored_launched": launched,
-        "resume_restored_summary_finished": finished_count(restored),
+        "report_s": report_s,
+        "report_run_count": report_runs(report_md),
+        "summary_s": summary_result["summary_s"],
+        "summary_finished": summary_result["finished"],
+        "resume_s": resume_s,
+        "resume_limit_s": RESUME_LIMIT_S,
+        "resume_recorded": recorded,
+        # the progress display's clock: when the first trial was reported, and the mean time
+        # between trials after it (Ray's pass over a recorded trial)
+        "resume_first_recorded_s": times[0] if times else None,
+        "resume_per_trial_s": (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else None,
+        "resume_summary_finished": finished_count(stdout),
+        "total_s": None if resume_s is None else report_s + summary_result["summary_s"] + resume_s,
+        "load_average": load,
+    }
+    if resume_s is not None:
+        # the same command once more: Ray's state folder now holds every trial, ended
+        restored_s, restored = run_process([*ftsweep_command(), "sweep", *args], timeout_s=7200)
+        log(f"store_scale: {points:,} runs: resume from Ray's state {restored_s:.1f} s")
+        out |= {
+            "resume_restored_s": restored_s,
+            "resume_restored_launched": restored.count(": RUNNING") + restored.count(": RECORDED"),
+            "resume_restored_summary_finished": finished_count(restored),
+        }
+    _, stdout = run_process(["-m", "bench.store_scale", "state", json.dumps(args)])
+    after = read_result(stdout)
+    return out | {
         "resume_new_runs": after["runs"] - before["runs"],
         "resume_changed_runs": sum(
             a != b for a, b in zip(before["invocations"], after["invocations"], strict=False)
         ),
         "statuses_before": before["statuses"],
         "statuses_after": after["statuses"],
-        "load_average": load,
     }
+
+
+def progress_times(stdout: str, status: str) -> list[float]:
+    """The progress display's seconds ("[   12s] TRIAL (NAME): STATUS") of each line with
+    `status`, in order."""
+    return [
+        float(m.group(1))
+        for m in re.finditer(r"^\[\s*(\d+)s\] .*" + re.escape(status), stdout, re.M)
+    ]
+
+
+def timed_resume(args: list[str], limit_s: float) -> dict:
+    """`ftsweep sweep ARGS`, launch to exit, in its own process group; past `limit_s` the
+    group (the sweep and the Ray instance it started) is killed and the wall is None."""
+    import os
+    import signal
+    import subprocess
+
+    from bench.common import ROOT, worker_env
+
+    command = ftsweep_command()
+    if not command[0].startswith("/"):
+        command = [sys.executable, *command]
+    with tempfile.TemporaryFile("w+") as output:
+        started = time.perf_counter()
+        proc = subprocess.Popen(
+            [*command, "sweep", *args],
+            cwd=ROOT,
+            env=worker_env(),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            code = proc.wait(timeout=limit_s)
+            wall = time.perf_counter() - started
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            code, wall = None, None
+        output.seek(0)
+        text = output.read()
+    if code not in (0, None):
+        tail = "\n".join(text.strip().splitlines()[-25:])
+        raise RuntimeError(f"ftsweep sweep (resume) exited {code}:\n{tail}")
+    return {"wall_s": wall, "stdout": text}
 
 
 def run(quick: bool = False) -> tuple[dict, dict]:
@@ -384,8 +454,8 @@ def run(quick: bool = False) -> tuple[dict, dict]:
     small = min(by_size)
     growth = {
         part: by_size[largest][part] / by_size[small][part]
-        for part in ("report_s", "summary_s", "resume_s", "total_s")
-        if by_size[small][part] > 0
+        for part in ("report_s", "summary_s", "resume_s", "total_s", "trial_lookup_s")
+        if by_size[small][part] and by_size[largest][part]
     }
     details = {
         "model": "tiny-llama",

@@ -351,3 +351,18 @@ def test_auto_same_decision_is_the_reports_paired_interval_against_the_grids_bes
 def test_the_auto_group_has_goals_for_both_figures():
     assert met("auto_compute_fraction", 0.30) and not met("auto_compute_fraction", 0.5)
     assert met("auto_same_decision", 1.0) and not met("auto_same_decision", 0.0)
+
+
+def test_a_resume_past_its_limit_is_cut_and_its_progress_lines_are_read(monkeypatch):
+    import bench.store_scale as store_scale
+
+    # a stand-in for `ftsweep sweep` that prints two progress lines, then outlives its limit
+    script = (
+        "echo '[     9s] lora-a (x): RECORDED'; echo '[    15s] lora-b (y): RECORDED'; sleep 30"
+    )
+    monkeypatch.setattr(store_scale, "ftsweep_command", lambda: ["/bin/sh", "-c", script])
+    cut = store_scale.timed_resume([], limit_s=1)
+    assert cut["wall_s"] is None
+    assert store_scale.progress_times(cut["stdout"], ": RECORDED") == [9.0, 15.0]
+    monkeypatch.setattr(store_scale, "ftsweep_command", lambda: ["/bin/sh", "-c", "exit 0"])
+    assert store_scale.timed_resume([], limit_s=30)["wall_s"] is not None
