@@ -132,8 +132,7 @@ def reported_tokens(results_dir: Path) -> dict[str, float]:
                 result = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut off by a kill
-            trial = (result.get("config") or {}).get("trial") or {}
-            trial_id = trial.get("trial_id") or path.parent.name
+            trial_id = (result.get("config") or {}).get("trial_id") or path.parent.name
             for key in ("tokens", "tokens_trained"):
                 value = result.get(key)
                 if isinstance(value, int | float):

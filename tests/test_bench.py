@@ -257,7 +257,7 @@ def test_auto_tokens_count_each_trial_once_and_early_stops_at_what_they_reported
     stopped = tmp_path / "ray" / "auto-1234abcd" / "lora-stopped"
     stopped.mkdir(parents=True)
     lines = [{"tokens": 400, "step": 2}, {"tokens": 800, "step": 4, "eval_loss": 1.0}]
-    lines = [{**x, "config": {"trial": {"trial_id": "lora-stopped"}}} for x in lines]
+    lines = [{**x, "config": {"trial_id": "lora-stopped"}} for x in lines]
     (stopped / "result.json").write_text("\n".join(json.dumps(x) for x in lines) + "\n{cut")
     reported = reported_tokens(tmp_path)
     assert reported == {"lora-stopped": 800.0}

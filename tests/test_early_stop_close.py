@@ -23,18 +23,25 @@ def _open_trial(cfg, trial_id: str) -> TrialRun:
     return run
 
 
-def _result(cfg, trial_id: str):
-    spec = {"trial_id": trial_id, "run_name": f"run-{trial_id}", "config": cfg.model_dump()}
-    return SimpleNamespace(config={"trial": spec})
+def _trials(cfg, *trial_ids: str) -> dict:
+    """A grid's trials by id, as the sweep hands them to Tune beside the points."""
+    return {
+        t: {"trial_id": t, "run_name": f"run-{t}", "config": cfg.model_dump()} for t in trial_ids
+    }
+
+
+def _result(trial_id: str):
+    return SimpleNamespace(config={"trial_id": trial_id})  # a grid point names its trial
 
 
 def test_the_driver_closes_a_stopped_trial_left_running(tiny_config):
     cfg = tiny_config()
     stopped, interrupted = _open_trial(cfg, "stopped1"), _open_trial(cfg, "running1")
     checkpoint_dir(cfg, "stopped1").mkdir(parents=True)
-    grid = [_result(cfg, "stopped1"), _result(cfg, "running1")]
+    grid = [_result("stopped1"), _result("running1")]
+    trials = _trials(cfg, "stopped1", "running1")
 
-    close_stopped_trials(stopped.client, stopped.experiment_id, grid, cfg, {"stopped1"})
+    close_stopped_trials(stopped.client, stopped.experiment_id, grid, cfg, {"stopped1"}, trials)
 
     closed = stopped.client.get_run(stopped.run_id)
     assert closed.info.status == "FINISHED"
@@ -58,7 +65,12 @@ def test_a_stopped_trial_that_closed_itself_is_left_as_it_recorded(tiny_config):
     run.finish("FINISHED", "early_stopped")
 
     close_stopped_trials(
-        run.client, run.experiment_id, [_result(cfg, "stopped2")], cfg, {"stopped2"}
+        run.client,
+        run.experiment_id,
+        [_result("stopped2")],
+        cfg,
+        {"stopped2"},
+        _trials(cfg, "stopped2"),
     )
 
     record = run.client.get_run(run.run_id)

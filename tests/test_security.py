@@ -931,8 +931,8 @@ def test_a_trial_error_reported_to_tune_is_redacted(tiny_config, monkeypatch):
 
     monkeypatch.setattr(trial_run, "run_trial", fails)
     cfg = tiny_config()
-    config = {"trial": {"trial_id": "lora-1", "run_name": "lora", "config": cfg.model_dump()}}
-    trainable(config, cfg.model_dump(), "invocation")
+    grid = {"lora-1": {"trial_id": "lora-1", "run_name": "lora", "config": cfg.model_dump()}}
+    trainable({"trial_id": "lora-1"}, cfg.model_dump(), "invocation", grid)
     (report,) = reports
     assert "http://alice:***@10.0.0.5:5000" in report["error"]
     assert SECRET not in repr(report)

@@ -82,7 +82,11 @@ def run_cost_on(
 
 
 def projected_run(
-    row: RunRow, target: HardwareConfig, hardware: dict[str, HardwareConfig], measured: list[dict]
+    row: RunRow,
+    target: HardwareConfig,
+    hardware: dict[str, HardwareConfig],
+    measured: list[dict],
+    layouts: dict | None = None,
 ):
     """(seconds, layout) of this run on the target: its measured training tokens at the plan's
     speed on its method's cheapest layout there (calibrated by `measured` runs on that kind of
@@ -92,7 +96,7 @@ def projected_run(
     tokens = row.metrics.get("tokens_trained", math.nan)
     if ran_on is None or not math.isfinite(tokens) or not math.isfinite(row.wall_time_s):
         return None
-    option = cheapest_layout(row, target, measured)
+    option = cheapest_layout(row, target, measured, layouts)
     if option is None or option.est_tokens_per_s <= 0:
         return None
     training_s = row.metrics.get("train_time_s", 0.0) - row.metrics.get("checkpoint_time_s", 0.0)
@@ -172,10 +176,16 @@ def planned_cost_usd(row: RunRow, target: HardwareConfig) -> float:
     return option.est_cost_usd
 
 
-def cheapest_layout(row: RunRow, target: HardwareConfig, measured: list[dict]):
+def cheapest_layout(
+    row: RunRow, target: HardwareConfig, measured: list[dict], layouts: dict | None = None
+):
     """The plan's cheapest layout that fits for this run's method on the target (full
     fine-tuning on as many GPUs as it needs, adapters on one), calibrated by `measured` runs
-    where they ran on that kind of device; None when nothing fits or the plan cannot size it."""
+    where they ran on that kind of device; None when nothing fits or the plan cannot size it.
+
+    `layouts` keeps each answer for callers that ask for many runs against the same `measured`:
+    runs of one configuration share it, and calibrating compares every measured run, so without
+    it a report's projection grows with the square of its runs."""
     from ftsweep.methods import get_method
     from ftsweep.planning.fit import calibrate
     from ftsweep.planning.layout import splits_evenly
@@ -185,17 +195,23 @@ def cheapest_layout(row: RunRow, target: HardwareConfig, measured: list[dict]):
     settings = row_settings(row, target)
     if settings is None:
         return None
-    layouts = get_method(row.method).plan_layouts(
+    key = (row.method, target.name, repr(settings))
+    if layouts is not None and key in layouts:
+        return layouts[key]
+    candidates = get_method(row.method).plan_layouts(
         target.device == "cpu", MAX_GPUS, settings.optimizer
     )
     options = [
         estimate(settings, target, row.method, n, stage, offload)
-        for n, stage, offload in layouts
+        for n, stage, offload in candidates
         if splits_evenly(settings.batch_size, n)
     ]
     options = calibrate(options, measured) if measured else options
     fitting = [o for o in options if o.fits]
-    return min(fitting, key=cost_key) if fitting else None
+    chosen = min(fitting, key=cost_key) if fitting else None
+    if layouts is not None:
+        layouts[key] = chosen
+    return chosen
 
 
 def group_cost_usd(
@@ -266,10 +282,11 @@ def projected_costs(
     out, notes = [], []
     usable = [r for r in rows if r.usable]
     measured = [{**r.params, **r.metrics, "run_id": r.run_id, "run_name": r.name} for r in usable]
+    layouts: dict = {}  # one calibrated layout per configuration, not one per run
     for method, runs in by_method(usable).items():
         projected = []
         for row in runs:
-            one = projected_run(row, target, hardware, measured)
+            one = projected_run(row, target, hardware, measured, layouts)
             if one is None:
                 notes.append(
                     f"{row.name}: not projected (no hardware or trained tokens recorded, or no "

@@ -79,14 +79,18 @@ def run_sweep(cfg: Config, console=None) -> SweepOutcome:
     resources = trial_resources(cfg, start_ray(cfg))
     threads = int(resources["cpu"])
     base = with_threads(cfg, threads)
-    trials = [
-        {"trial_id": s.trial_id, "run_name": s.run_name, "config": with_threads(s.config, threads)}
+    trials = {
+        s.trial_id: {
+            "trial_id": s.trial_id,
+            "run_name": s.run_name,
+            "config": with_threads(s.config, threads),
+        }
         for s in specs
-    ]
+    }
     invocation_id = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
     per_trial = tune.with_resources(
-        tune.with_parameters(trainable, base=base, invocation_id=invocation_id),
-        resources_for(base, resources),
+        tune.with_parameters(trainable, base=base, invocation_id=invocation_id, grid=trials),
+        resources_for(base, resources, trials),
     )
     # Intermediate reports carry train loss or eval loss, not always both; ASHA and the searcher
     # skip a report without their metric, and every final report has it.
@@ -104,24 +108,27 @@ def run_sweep(cfg: Config, console=None) -> SweepOutcome:
         cfg, per_trial, trials, base, storage, ray_experiment_name(cfg, specs), progress
     )
     if cfg.sweep.baseline:
-        _record_baselines(base, [t["config"] for t in trials], resources, progress)
+        _record_baselines(base, [t["config"] for t in trials.values()], resources, progress)
     with progress:
         grid = tuner.fit()
-    close_stopped_trials(client, experiment_id, grid, validate(base), progress.stopped_trials())
+    base_cfg = validate(base)
+    close_stopped_trials(client, experiment_id, grid, base_cfg, progress.stopped_trials(), trials)
     interrupted = progress.interrupted or grid.num_terminated + grid.num_errors < len(grid)
     if not interrupted:
         # Every trial has ended: a run still RUNNING lost its worker before it could close.
         mark_abandoned_runs(client, experiment_id, reason="worker_lost")
-    return _outcome(cfg, uri, specs, grid, validate(base), interrupted)
+    return _outcome(cfg, uri, specs, grid, base_cfg, interrupted, trials)
 
 
-def close_stopped_trials(client, experiment_id: str, grid, base_cfg: Config, stopped: set) -> None:
+def close_stopped_trials(
+    client, experiment_id: str, grid, base_cfg: Config, stopped: set, trials: dict
+) -> None:
     """Runs of trials the scheduler stopped that their processes left RUNNING, closed as early
     stops (see trial.run.close_stopped_run)."""
     from ftsweep.trial.run import close_stopped_run
 
     for result in grid:
-        spec = trial_of(result.config, base_cfg)
+        spec = trial_of(result.config, base_cfg, trials)
         if spec.trial_id not in stopped:
             continue
         for run in find_trial_runs(client, experiment_id, spec.trial_id):
@@ -129,16 +136,18 @@ def close_stopped_trials(client, experiment_id: str, grid, base_cfg: Config, sto
                 close_stopped_run(spec.config, run)
 
 
-def _outcome(cfg, uri, specs, grid, base_cfg: Config, interrupted: bool) -> SweepOutcome:
+def _outcome(
+    cfg, uri, specs, grid, base_cfg: Config, interrupted: bool, trials: dict
+) -> SweepOutcome:
     results: dict[str, dict] = {}
     errors: dict[str, str] = {}
     for result in grid:
-        trial_id = trial_of(result.config, base_cfg).trial_id
+        trial_id = trial_of(result.config, base_cfg, trials).trial_id
         if result.error is not None:
             errors[trial_id] = f"{type(result.error).__name__}: {result.error}".splitlines()[0]
         else:
             results[trial_id] = dict(result.metrics or {})
-    ran = specs or [trial_of(r.config, base_cfg) for r in grid]
+    ran = specs or [trial_of(r.config, base_cfg, trials) for r in grid]
     return SweepOutcome(experiment_name(cfg), uri, ran, results, errors, interrupted)
 
 

@@ -18,6 +18,9 @@ from ftsweep.tracking.store import experiment_name, get_client, tracking_uri
 # Searchers and ASHA compare trials on held-out loss: it exists at every rung, while quality
 # (generation) is measured once a trial completes.
 SCHEDULE_METRIC = "eval_loss"
+# A grid point's one key: its trial id. Ray copies the whole parameter space for every point it
+# makes, so the space holds ids and the trials' configs travel once, beside it (`grid`).
+GRID_KEY = "trial_id"
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -31,23 +34,29 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, transient)
 
 
-def trial_of(config: dict, base: Config) -> TrialSpec:
-    """The trial a Tune config stands for: a grid point carries its whole trial, a searcher's
-    sample is a point of the conditional space."""
-    if "trial" in config:
+def trial_of(config: dict, base: Config, grid: dict[str, dict] | None = None) -> TrialSpec:
+    """The trial a Tune config stands for: a grid point names its trial by id, looked up in
+    `grid` (trial id -> trial_id, run_name, config); a searcher's sample is a point of the
+    conditional space."""
+    if GRID_KEY in config:
+        spec = (grid or {})[config[GRID_KEY]]
+    elif "trial" in config:  # a grid point of Ray state saved when points carried their trial
         spec = config["trial"]
-        return TrialSpec(spec["trial_id"], spec["run_name"], validate(spec["config"]))
-    return spec_from_sample(base, config)
+    else:
+        return spec_from_sample(base, config)
+    return TrialSpec(spec["trial_id"], spec["run_name"], validate(spec["config"]))
 
 
-def trainable(config: dict, base: dict, invocation_id: str) -> None:
+def trainable(
+    config: dict, base: dict, invocation_id: str, grid: dict[str, dict] | None = None
+) -> None:
     """One trial, reported to Tune; see the module's docstring for how failures end."""
     from ray import tune
 
     from ftsweep.trial.outcome import stop_reason_for
     from ftsweep.trial.run import run_trial, skip_trial
 
-    spec = trial_of(config, validate(base))
+    spec = trial_of(config, validate(base), grid)
     cfg = spec.config
     reason = budget_block(cfg, spec.trial_id)
     if reason:
@@ -108,14 +117,16 @@ def budget_block(cfg: Config, trial_id: str) -> str | None:
     return over_budget(cfg, runs, own[0].info.run_id if own else None)
 
 
-def resources_for(base: dict, single_process: dict[str, float]):
+def resources_for(
+    base: dict, single_process: dict[str, float], grid: dict[str, dict] | None = None
+):
     """Per-trial resources: a trial that starts a Ray Train worker group reserves no CPU or GPU
     itself (its workers reserve their own; a CPU held here could starve them), others their share."""
 
     def resources(config: dict) -> dict[str, float]:
         from ftsweep.trial.workers import DRIVER_RESOURCES
 
-        cfg = trial_of(config, validate(base)).config
+        cfg = trial_of(config, validate(base), grid).config
         return dict(DRIVER_RESOURCES) if cfg.method.group_size > 1 else dict(single_process)
 
     return resources
