@@ -64,6 +64,7 @@ import time
 from pathlib import Path
 
 from bench.common import emit, load_average, log, read_result, run_process
+from bench.trial_overhead import TINY_ONE_STEP
 
 SETTINGS = {
     "full": {"sizes": (1_000, 10_000)},
@@ -123,17 +124,7 @@ def sweep_file(path: Path, rates: list[float], ranks, seeds: int) -> Path:
 def overrides(sweep: Path, results_dir: Path) -> list[str]:
     """The tiny one-step trial of `trial_overhead.py`, over the given sweep file."""
     return [
-        "model=tiny-llama",
-        "method=lora",
-        "train.max_steps=1",
-        "train.log_every=1",
-        "train.batch_size=2",
-        "train.max_new_tokens=4",
-        "train.forgetting_windows=1",
-        "train.checkpoint_every=null",
-        "data.num_train=4",
-        "data.num_eval=2",
-        "data.num_test=2",
+        *TINY_ONE_STEP,
         f"sweep={sweep}",
         f"results_dir={results_dir}",
     ]

@@ -52,20 +52,27 @@ SWEEP_NAME = "bench_trial_overhead"
 CONCURRENCY = 1
 
 
+# One training step of the tiny model, scored on two examples: a trial that is nearly all
+# orchestration (also the trial of `store_scale.py`).
+TINY_ONE_STEP = [
+    "model=tiny-llama",
+    "method=lora",
+    "train.max_steps=1",
+    "train.log_every=1",
+    "train.batch_size=2",
+    "train.max_new_tokens=4",
+    "train.forgetting_windows=1",
+    "train.checkpoint_every=null",
+    "data.num_train=4",
+    "data.num_eval=2",
+    "data.num_test=2",
+]
+
+
 def overrides(trials: int, results_dir: str, name: str = SWEEP_NAME) -> list[str]:
     """A sweep of `trials` identical one-step trials of the tiny model."""
     return [
-        "model=tiny-llama",
-        "method=lora",
-        "train.max_steps=1",
-        "train.log_every=1",
-        "train.batch_size=2",
-        "train.max_new_tokens=4",
-        "train.forgetting_windows=1",
-        "train.checkpoint_every=null",
-        "data.num_train=4",
-        "data.num_eval=2",
-        "data.num_test=2",
+        *TINY_ONE_STEP,
         f"sweep.name={name}",
         f"sweep.seeds={trials}",
         f"sweep.max_concurrent_trials={CONCURRENCY}",
