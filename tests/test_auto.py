@@ -57,6 +57,18 @@ def test_design_on_tiny_llama_with_room_for_every_block(tiny_overrides):
     # width 64: full 2e-5 x 64 = 1.3e-3 -> rung 1e-3; LoRA r=16 10x -> 1e-2
     assert d.blocks[1].rates == (1e-3, 3e-3, 3e-4)
     assert centre.rates == (1e-2, 3e-2, 3e-3)
+    # launched a rung at a time: every block's centre rate before any block's second rate, so
+    # the trials a short budget refuses (the last launched) never cost a whole axis
+    points = d.points()
+    assert len(points) == d.trials == sum(len(b.rates) for b in d.blocks)
+    first_round = points[: len(d.blocks)]
+    assert [(m, k, rate) for m, k, rate in first_round] == [
+        (b.method, b.knobs, b.rates[0]) for b in d.blocks
+    ]
+    assert points[len(d.blocks)] == (centre.method, centre.knobs, centre.rates[1])
+    assert sorted(map(repr, points)) == sorted(
+        repr((b.method, b.knobs, r)) for b in d.blocks for r in b.rates
+    )
     # QLoRA only where LoRA cannot fit: here it is left out, with why
     (qlora,) = [x for x in d.dropped if x.what == "qlora"]
     assert "lora fits hardware=cpu" in qlora.reason

@@ -61,7 +61,8 @@ def print_design(console, design, path, kept) -> None:
     for line in d.profile.lines(b):
         console.print(f"auto: {escape(line)}")
     console.print(
-        f"auto: design: {d.trials} trials in {len(d.blocks)} blocks, planned ~${d.search_cost[0]:.4f} "
+        f"auto: design: {d.trials} trials in {len(d.blocks)} blocks (launched a rung of every "
+        f"block's ladder at a time), planned ~${d.search_cost[0]:.4f} "
         f"/ ~{d.search_cost[1]:.0f} s with the base model's run, against the search stage's "
         f"{d.search_share:.0%} of the budget ({d.search_budget.text()} of {d.budget.text()})"
     )

@@ -13,7 +13,13 @@ learning-rate ladder (`ftsweep.auto.learning_rates`), in the order they are wort
    one (where alpha / r shrinks the update most).
 
 One factor at a time around the centre, not their product: each axis is compared at its own
-best learning rate, and the whole fits budgets a product would not. A block is dropped, with
+best learning rate, and the whole fits budgets a product would not.
+
+Trials launch a rung of the ladders at a time, not a block at a time: every block's centre rate
+first, then every block's rate above it, then below it. The budget gate refuses the trials that
+would pass the budget, and those are the last launched; by blocks, a budget that runs short
+(the design's estimate is rough) bought the centre's whole ladder and no rank, target or variant
+at all, where by rungs every axis is measured at its heuristic rate before any is tuned further. A block is dropped, with
 its reason, when the memory plan says it cannot fit the hardware (`check_fits`), or when its
 trials would take the search stage past its share of the budget (`SEARCH_SHARE`, priced by
 `ftsweep.auto.estimate`); QLoRA replaces LoRA only where LoRA cannot fit.
@@ -92,10 +98,6 @@ class Block:
     rate_source: str
     estimate: TrialEstimate
 
-    def params(self) -> dict[str, Any]:
-        """The block as a `sweep.space` entry's params: the ladder is its one axis."""
-        return {"learning_rate": list(self.rates), "warmup_ratio": WARMUP_RATIO, **self.knobs}
-
 
 @dataclass(frozen=True)
 class Dropped:
@@ -131,7 +133,28 @@ class Design:
 
     def points(self) -> list[tuple[str, dict[str, Any], float]]:
         """Every designed trial as (method, fixed knobs, learning rate), in launch order."""
-        return [(b.method, b.knobs, rate) for b in self.blocks for rate in b.rates]
+        return launch_order(self.blocks)
+
+
+def launch_order(blocks) -> list[tuple[str, dict[str, Any], float]]:
+    """Rung by rung (see the module docstring): the first rate of every block, then the second of
+    every block, and so on; within a rung, the blocks in the order they are worth running."""
+    rungs = max((len(b.rates) for b in blocks), default=0)
+    return [
+        (b.method, b.knobs, b.rates[i]) for i in range(rungs) for b in blocks if i < len(b.rates)
+    ]
+
+
+def space_entries(blocks) -> list[dict]:
+    """The search stage's `sweep.space`: one entry per trial, in launch order (a grid sweep
+    launches its entries in the order they are listed)."""
+    return [
+        {
+            "method": method,
+            "params": {"learning_rate": [rate], "warmup_ratio": WARMUP_RATIO, **knobs},
+        }
+        for method, knobs, rate in launch_order(blocks)
+    ]
 
 
 def method_for(adapter: bool, quantized: bool = False) -> str | None:
@@ -360,7 +383,7 @@ def design(base: Config, profile: DataProfile, budget: Budget) -> Design:
         grace_period_tokens=grace,
         baseline=baseline,
         search_cost=(usd, seconds),
-        space=[{"method": b.method, "params": b.params()} for b in chosen],
+        space=space_entries(chosen),
     )
 
 

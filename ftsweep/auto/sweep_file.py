@@ -51,8 +51,12 @@ def _header(d: Design) -> str:
         f"Planned: {d.trials} trials, ~${d.search_cost[0]:.4f} / ~{d.search_cost[1]:.0f} s with "
         f"the base model's run (rough: {b.hardware.name}'s plan plus generation).",
         "",
-        "Blocks (in launch order):",
-        *[f"  {blk.label}: {blk.role}" for blk in d.blocks],
+        "Blocks (each a learning-rate ladder; the space below lists one entry per trial, a rung of",
+        "every ladder at a time, so a budget that runs short still measures every block):",
+        *[
+            f"  {blk.label} at {', '.join(f'{r:.0e}' for r in blk.rates)}: {blk.role}"
+            for blk in d.blocks
+        ],
     ]
     if d.dropped:
         lines += ["", "Left out:", *[f"  {x.what}: {x.reason}" for x in d.dropped]]
