@@ -27,11 +27,10 @@ What is timed, each in a fresh process, in this order:
   `ftsweep sweep` prints last) for the grid's trials, timed inside the process around the call;
 - `resume_s`: `ftsweep sweep` of the same grid again, launch to exit. The store holds every
   trial but Ray's state folder of this sweep does not exist (the runs were not made by Ray
-  here, as after an edited sweep file or a results folder moved to another machine): Ray is
-  given every trial, and each, finding its FINISHED run by trial id, reports it and trains
-  nothing (`already_recorded`). Then `resume_restored_s`: the same command once more, now
-  that Ray's state folder holds every trial ended: Tune restores it and launches none (the
-  resume after an interrupted sweep). Details only.
+  here, as after an edited sweep file or a results folder moved to another machine): the
+  sweep finds every trial's FINISHED run in one search of the store, reports it RECORDED and
+  gives Ray nothing to run (`ftsweep.sweep.run`). Then `resume_again_s`: the same command once
+  more, which must launch nothing either. Details only.
 
 report_s_10k_runs = report_s + summary_s + resume_s at 10,000 runs. The same is measured at
 1,000 runs (quick: 200 and 1,000), and the details say what each part costs at each size. A
@@ -334,6 +333,7 @@ def measure_size(points: int, work: Path) -> dict:
     resume = timed_resume(args, RESUME_LIMIT_S)
     resume_s, stdout = resume["wall_s"], resume["stdout"]
     recorded = stdout.count(": RECORDED")
+    launched = stdout.count(": RUNNING")
     if resume_s is None:
         log(
             f"store_scale: {points:,} runs: resume cut at {RESUME_LIMIT_S:,} s with "
@@ -356,6 +356,7 @@ def measure_size(points: int, work: Path) -> dict:
         "resume_s": resume_s,
         "resume_limit_s": RESUME_LIMIT_S,
         "resume_recorded": recorded,
+        "resume_launched": launched,
         # the progress display's clock: when the first trial was reported, and the mean time
         # between trials after it (Ray's pass over a recorded trial)
         "resume_first_recorded_s": times[0] if times else None,
@@ -365,13 +366,14 @@ def measure_size(points: int, work: Path) -> dict:
         "load_average": load,
     }
     if resume_s is not None:
-        # the same command once more: Ray's state folder now holds every trial, ended
-        restored_s, restored = run_process([*ftsweep_command(), "sweep", *args], timeout_s=7200)
-        log(f"store_scale: {points:,} runs: resume from Ray's state {restored_s:.1f} s")
+        # the same command once more: nothing to launch either
+        again_s, again = run_process([*ftsweep_command(), "sweep", *args], timeout_s=7200)
+        log(f"store_scale: {points:,} runs: resume again {again_s:.1f} s")
         out |= {
-            "resume_restored_s": restored_s,
-            "resume_restored_launched": restored.count(": RUNNING") + restored.count(": RECORDED"),
-            "resume_restored_summary_finished": finished_count(restored),
+            "resume_again_s": again_s,
+            "resume_again_launched": again.count(": RUNNING"),
+            "resume_again_recorded": again.count(": RECORDED"),
+            "resume_again_summary_finished": finished_count(again),
         }
     _, stdout = run_process(["-m", "bench.store_scale", "state", json.dumps(args)])
     after = read_result(stdout)

@@ -62,9 +62,8 @@ class SweepProgress:
         return table
 
     def update(self, trial_id: str, **fields) -> None:
-        row = self.rows.setdefault(trial_id, {"name": trial_id, "status": "PENDING"})
-        before = row["status"]
-        row.update({k: v for k, v in fields.items() if v is not None})
+        before = self._set(trial_id, fields)
+        row = self.rows[trial_id]
         if self._live is not None:
             self._live.update(self._table())
         elif row["status"] != before:
@@ -75,6 +74,24 @@ class SweepProgress:
             self.console.print(
                 f"[{time.monotonic() - self.started:6.0f}s] {trial_id} ({row['name']}): {row['status']}{extra}"
             )
+
+    def update_all(self, updates: dict[str, dict]) -> None:
+        """Many trials at once (those already recorded): in a terminal one redraw, not one a
+        trial (each redraw builds the whole table)."""
+        if self._live is None:
+            for trial_id, fields in updates.items():
+                self.update(trial_id, **fields)
+            return
+        for trial_id, fields in updates.items():
+            self._set(trial_id, fields)
+        self._live.update(self._table())
+
+    def _set(self, trial_id: str, fields: dict) -> str:
+        """Update a row; returns its status before."""
+        row = self.rows.setdefault(trial_id, {"name": trial_id, "status": "PENDING"})
+        before = row["status"]
+        row.update({k: v for k, v in fields.items() if v is not None})
+        return before
 
     def __enter__(self) -> SweepProgress:
         global _current
