@@ -7,6 +7,7 @@ reading of per-example scores from them.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -201,6 +202,12 @@ def test_scores_are_read_from_the_artifact_and_cached_per_run(store, tmp_path):
     assert source.scores(rows[without]) is None
     assert source.why_none(rows[without]) == NO_SCORES
     assert (cache / f"{with_scores}.json").is_file()
+    # Read on this disk where the artifacts are local, else through the client: the same scores
+    assert rows[with_scores].artifact_uri.startswith("file:")
+    ScoreSource._memory.clear()
+    elsewhere = {k: dataclasses.replace(r, artifact_uri="") for k, r in rows.items()}
+    assert ScoreSource().scores(elsewhere[with_scores]) == got
+    assert ScoreSource().why_none(elsewhere[without]) == NO_SCORES
     # Once cached on disk, the store is not asked again: it works with the artifact gone.
     for path in (store.root / "mlartifacts").rglob("scores.json"):
         path.unlink()

@@ -31,6 +31,7 @@ class RunRow:
     error: str = ""
     tags: dict[str, str] = field(default_factory=dict)
     tracking_uri: str = ""  # the store it was read from ("" for a row built by hand)
+    artifact_uri: str = ""  # where its artifacts are (a file: URI when they are on this disk)
 
     @property
     def method(self) -> str:
@@ -179,6 +180,7 @@ def load_rows(tracking_uri: str, experiment: str) -> list[RunRow]:
             error=r.data.tags.get(TAG_ERROR, ""),
             tags=dict(r.data.tags),
             tracking_uri=tracking_uri,
+            artifact_uri=r.info.artifact_uri or "",
         )
         for r in sorted(runs, key=lambda r: r.info.start_time or 0)
     ]

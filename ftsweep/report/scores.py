@@ -115,6 +115,14 @@ class ScoreSource:
     def _download(row: RunRow) -> str | None:
         from ftsweep.tracking.store import get_client
 
+        if row.artifact_uri.startswith("file:"):
+            # On this disk: read the file where it is. Through the client each run costs a
+            # listing and a download that each look the run up again (37 ms a run, 6 minutes
+            # of a first report over 10,000 runs; 2 ms like this).
+            from mlflow.utils.file_utils import local_file_uri_to_path
+
+            path = Path(local_file_uri_to_path(row.artifact_uri)) / SCORES_PATH
+            return path.read_text() if path.is_file() else None
         client = get_client(row.tracking_uri)
         listed = {item.path for item in client.list_artifacts(row.run_id, SCORES_DIR)}
         if SCORES_PATH not in listed:
