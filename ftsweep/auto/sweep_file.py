@@ -46,7 +46,8 @@ def _header(d: Design) -> str:
         *p.lines(b),
         "",
         f"ASHA: one rung at step {d.rung_step} of {b.train.max_steps} "
-        f"(~{d.grace_period_tokens} tokens), keeping 1 in {d.reduction_factor:g};",
+        f"(its evaluation; grace period {d.grace_period_tokens} tokens, half of those expected "
+        f"by then), keeping 1 in {d.reduction_factor:g};",
         f"every trial warms its rate up over the first {d.warmup_ratio:.0%} of its steps.",
         f"Planned: {d.trials} trials, ~${d.search_cost[0]:.4f} / ~{d.search_cost[1]:.0f} s with "
         f"the base model's run (rough: {b.hardware.name}'s plan plus generation).",
