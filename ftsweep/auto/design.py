@@ -19,8 +19,9 @@ Trials launch a rung of the ladders at a time, not a block at a time: every bloc
 first, then every block's rate above it, then below it. The budget gate refuses the trials that
 would pass the budget, and those are the last launched; by blocks, a budget that runs short
 (the design's estimate is rough) bought the centre's whole ladder and no rank, target or variant
-at all, where by rungs every axis is measured at its heuristic rate before any is tuned further. A block is dropped, with
-its reason, when the memory plan says it cannot fit the hardware (`check_fits`), or when its
+at all, where by rungs every axis is measured at its heuristic rate before any is tuned further.
+
+A block is dropped, with its reason, when the memory plan says it cannot fit the hardware (`check_fits`), or when its
 trials would take the search stage past its share of the budget (`SEARCH_SHARE`, priced by
 `ftsweep.auto.estimate`); QLoRA replaces LoRA only where LoRA cannot fit.
 
@@ -147,16 +148,20 @@ def launch_order(blocks) -> list[tuple[str, dict[str, Any], float]]:
     ]
 
 
+def space_entry(
+    method: str, knobs: dict[str, Any], rate: float, warmup_ratio: float = WARMUP_RATIO
+) -> dict:
+    """One trial as a `sweep.space` entry (every stage builds its entries with this)."""
+    return {
+        "method": method,
+        "params": {"learning_rate": [rate], "warmup_ratio": warmup_ratio, **knobs},
+    }
+
+
 def space_entries(blocks) -> list[dict]:
     """The search stage's `sweep.space`: one entry per trial, in launch order (a grid sweep
     launches its entries in the order they are listed)."""
-    return [
-        {
-            "method": method,
-            "params": {"learning_rate": [rate], "warmup_ratio": WARMUP_RATIO, **knobs},
-        }
-        for method, knobs, rate in launch_order(blocks)
-    ]
+    return [space_entry(method, knobs, rate) for method, knobs, rate in launch_order(blocks)]
 
 
 def method_for(adapter: bool, quantized: bool = False) -> str | None:

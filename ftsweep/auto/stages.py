@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ftsweep.auto import learning_rates as lr
-from ftsweep.auto.design import Budget, Design
+from ftsweep.auto.design import Budget, Design, space_entry
 from ftsweep.auto.stopping import MAX_SEEDS, cheapest_near_best, next_decision
 from ftsweep.config import Config, validate
 from ftsweep.report.evidence import ConfigGroup, Evidence
@@ -53,9 +53,8 @@ class Point:
     knobs: tuple[tuple[str, Any], ...]
     rate: float
 
-    def entry(self, extra: dict | None = None) -> dict:
-        params = {"learning_rate": [self.rate], **dict(self.knobs), **(extra or {})}
-        return {"method": self.method, "params": params}
+    def entry(self, warmup_ratio: float) -> dict:
+        return space_entry(self.method, dict(self.knobs), self.rate, warmup_ratio)
 
 
 def stage_config(
@@ -156,8 +155,8 @@ class Stages:
 
     def _spec(self, cfg: Config, point: Point) -> TrialSpec:
         """The seed-0 trial of a point, as a stage's sweep would expand it."""
-        extra = {"warmup_ratio": self.design.warmup_ratio}
-        (spec,) = expand(stage_config(cfg, "one", [point.entry(extra)], 1, self.design.budget))
+        entry = point.entry(self.design.warmup_ratio)
+        (spec,) = expand(stage_config(cfg, "one", [entry], 1, self.design.budget))
         return spec
 
     # --- stages --------------------------------------------------------------------------
@@ -202,9 +201,9 @@ class Stages:
         if not new:
             return True
         points = self._add_points(self.search, new)
-        extra = {"warmup_ratio": self.design.warmup_ratio}
+        warmup = self.design.warmup_ratio
         cfg = stage_config(
-            self.search, "widen", [p.entry(extra) for p in points], 1, self.design.search_budget
+            self.search, "widen", [p.entry(warmup) for p in points], 1, self.design.search_budget
         )
         return _run(
             cfg, "widen (rates past an edge)", self.console, self.log, self.design.search_budget
@@ -231,7 +230,7 @@ class Stages:
         from ftsweep.tracking.queries import experiment_runs
         from ftsweep.tracking.store import experiment_name, get_client, tracking_uri
 
-        extra = {"warmup_ratio": self.design.warmup_ratio}
+        warmup = self.design.warmup_ratio
         for round_ in range(MAX_SEEDS):
             rec = self._recommendation()
             if rec is None:
@@ -256,7 +255,7 @@ class Stages:
                 self.log.decision = "the configurations to repeat were not designed by this run"
                 return
             cfg = stage_config(
-                self.search, "confirm", [p.entry(extra) for p in points], seeds, budget
+                self.search, "confirm", [p.entry(warmup) for p in points], seeds, budget
             )
             runs = experiment_runs(get_client(tracking_uri(cfg)), experiment_name(cfg))
             recorded = {r.data.tags.get(TAG_TRIAL_ID) for r in runs if r.info.status == "FINISHED"}
